@@ -1,0 +1,102 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Small filters for the stage roles: registry mirror rewriting, name references."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+name: mirror_image
+short_description: Rewrite an image reference to pull through a registry mirror
+version_added: 0.1.0
+description:
+  - Replaces the registry host of an image reference with O(mirror). A reference
+    without a registry host (Docker Hub) gets the mirror prefixed, official images
+    under C(library/). An empty mirror returns the image unchanged.
+  - Also provides C(name_refs) (a list of names into C([{name: ...}])), C(object_ref)
+    (kind, api_version, name, namespace of a Kubernetes object) and C(heap_options)
+    (C(-Xms)/C(-Xmx) for half a memory limit).
+options:
+  _input:
+    description: Image reference.
+    type: str
+    required: true
+  mirror:
+    description: Registry host (and optional path prefix) of the mirror.
+    type: str
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Mirror the Elasticsearch image
+  ansible.builtin.debug:
+    msg: "{{ 'docker.elastic.co/elasticsearch/elasticsearch:8.15.3' | yunpeng.es_serverless.mirror_image('mirror.local:5000') }}"
+    # mirror.local:5000/elasticsearch/elasticsearch:8.15.3
+"""
+
+RETURN = r"""
+_value:
+  description: The image reference to pull.
+  type: str
+"""
+
+from decimal import Decimal
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import parse_quantity
+
+
+def _has_registry(first):
+    return "." in first or ":" in first or first == "localhost"
+
+
+def mirror_image(image, mirror):
+    if not isinstance(image, str) or not image.strip():
+        raise AnsibleFilterError("mirror_image: the image must be a non-empty string, got %r" % (image,))
+    if not mirror:
+        return image
+    mirror = mirror.strip().rstrip("/")
+    if "://" in mirror:
+        raise AnsibleFilterError("es_registry_mirror: give a registry host such as 'mirror.local:5000', not a URL (%r)" % mirror)
+    first, sep, rest = image.partition("/")
+    if sep and _has_registry(first):
+        path = rest
+    elif sep:
+        path = image
+    else:
+        path = "library/" + image
+    return mirror + "/" + path
+
+
+def name_refs(names):
+    return [{"name": n} for n in names or []]
+
+
+def object_ref(obj):
+    """kind/apiVersion/name/namespace of a Kubernetes object (a k8s module result)."""
+    meta = (obj or {}).get("metadata") or {}
+    ref = {"kind": obj.get("kind"), "api_version": obj.get("apiVersion"), "name": meta.get("name")}
+    if meta.get("namespace"):
+        ref["namespace"] = meta["namespace"]
+    return ref
+
+
+def heap_options(mem_limit, fraction=0.5):
+    """JVM heap options for a container memory limit: half of it by default,
+    in MiB, as Elasticsearch recommends."""
+    total = parse_quantity(str(mem_limit))
+    mib = int(total * Decimal(str(fraction)) / (1024 * 1024))
+    if mib < 1:
+        raise AnsibleFilterError("mem_limit: %r is too small for a JVM heap" % (mem_limit,))
+    return ["-Xms%dm" % mib, "-Xmx%dm" % mib]
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "mirror_image": mirror_image,
+            "name_refs": name_refs,
+            "object_ref": object_ref,
+            "heap_options": heap_options,
+        }
