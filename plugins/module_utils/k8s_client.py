@@ -1,0 +1,186 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2024, yunpeng.es_serverless contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Kubernetes API client set-up shared by the collection's modules.
+
+The options and their environment fallbacks follow kubernetes.core: an option
+given to the module wins, then ``K8S_AUTH_<OPTION>`` (or the kubernetes-client
+name, e.g. ``K8S_AUTH_VERIFY_SSL``), then - when neither ``host`` with
+credentials nor ``kubeconfig``/``context`` is given - the in-cluster service
+account, then ``KUBECONFIG`` / ``~/.kube/config``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type  # noqa: UP001
+
+import json
+import os
+
+try:
+    import kubernetes
+    from kubernetes.client.rest import ApiException
+    HAS_KUBERNETES = True
+    KUBERNETES_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover - reported by the modules
+    kubernetes = None
+    ApiException = Exception
+    HAS_KUBERNETES = False
+    KUBERNETES_IMPORT_ERROR = _exc
+
+
+# Argument-spec fragment for the collection's modules (documented by the
+# yunpeng.es_serverless.k8s_auth doc fragment).
+K8S_AUTH_ARGS = dict(
+    kubeconfig=dict(type="raw", no_log=True),
+    context=dict(type="str"),
+    host=dict(type="str"),
+    api_key=dict(type="str", no_log=True),
+    validate_certs=dict(type="bool", aliases=["verify_ssl"]),
+    ca_cert=dict(type="path", aliases=["ssl_ca_cert"]),
+    client_cert=dict(type="path", aliases=["cert_file"]),
+    client_key=dict(type="path", aliases=["key_file"]),
+)
+
+# option name -> kubernetes.client.Configuration attribute
+_AUTH_MAP = dict(
+    kubeconfig="kubeconfig",
+    context="context",
+    host="host",
+    api_key="api_key",
+    validate_certs="verify_ssl",
+    ca_cert="ssl_ca_cert",
+    client_cert="cert_file",
+    client_key="key_file",
+)
+
+_BOOL_OPTIONS = ("validate_certs",)
+
+
+class K8sClientError(Exception):
+    """The API client could not be configured; the message carries no secret."""
+
+
+def auth_from_params(params, environ=None):
+    """Resolve the auth options: module parameter, else ``K8S_AUTH_*`` variable.
+
+    Returns a dict keyed by option name holding only the options that are set.
+    """
+    environ = os.environ if environ is None else environ
+    auth = {}
+    for option, attr in _AUTH_MAP.items():
+        value = params.get(option) if params else None
+        if value is None:
+            value = environ.get("K8S_AUTH_" + option.upper())
+            if value is None:
+                value = environ.get("K8S_AUTH_" + attr.upper())
+            if value is not None and option in _BOOL_OPTIONS:
+                value = value.lower() not in ("0", "false", "no", "off")
+            if value is not None and option == "kubeconfig" and value.lstrip().startswith("{"):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+        if value is not None and value != "":
+            auth[option] = value
+    return auth
+
+
+def _load_kubeconfig(auth, configuration):
+    kubeconfig = auth.get("kubeconfig")
+    context = auth.get("context")
+    if isinstance(kubeconfig, dict):
+        kubernetes.config.load_kube_config_from_dict(
+            config_dict=kubeconfig, context=context, client_configuration=configuration, persist_config=False
+        )
+    else:
+        # None -> KUBECONFIG or ~/.kube/config; a string may hold several paths joined by ':'.
+        kubernetes.config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False
+        )
+
+
+def _source(auth, environ):
+    kubeconfig = auth.get("kubeconfig")
+    if isinstance(kubeconfig, dict):
+        return "kubeconfig given as a dictionary"
+    if kubeconfig:
+        return "kubeconfig %s" % kubeconfig
+    environ = os.environ if environ is None else environ
+    return "no in-cluster service account; kubeconfig %s" % (environ.get("KUBECONFIG") or "~/.kube/config")
+
+
+def configuration_from_params(params, environ=None):
+    """Build a ``kubernetes.client.Configuration`` from module parameters."""
+    if not HAS_KUBERNETES:
+        raise K8sClientError("the Python 'kubernetes' library is required: %s" % KUBERNETES_IMPORT_ERROR)
+    auth = auth_from_params(params, environ)
+    if auth.get("host"):
+        auth["host"] = auth["host"].rstrip("/")
+    configuration = kubernetes.client.Configuration()
+    has_direct_creds = auth.get("host") and (
+        auth.get("api_key") or (auth.get("client_cert") and auth.get("client_key"))
+    )
+    try:
+        if has_direct_creds:
+            pass
+        elif auth.get("kubeconfig") or auth.get("context"):
+            _load_kubeconfig(auth, configuration)
+        else:
+            try:
+                kubernetes.config.load_incluster_config(client_configuration=configuration)
+            except kubernetes.config.ConfigException:
+                _load_kubeconfig(auth, configuration)
+    except kubernetes.config.ConfigException as exc:
+        raise K8sClientError("could not load the Kubernetes configuration (%s): %s" % (_source(auth, environ), exc))
+    except OSError as exc:
+        raise K8sClientError("could not read the Kubernetes configuration (%s): %s" % (_source(auth, environ), exc))
+    except Exception as exc:  # malformed kubeconfig: yaml errors, missing keys
+        raise K8sClientError("invalid Kubernetes configuration (%s): %s: %s" % (
+            _source(auth, environ), type(exc).__name__, exc))
+
+    for option in ("host", "validate_certs", "ca_cert", "client_cert", "client_key"):
+        if option in auth:
+            setattr(configuration, _AUTH_MAP[option], auth[option])
+    if auth.get("api_key"):
+        token = "Bearer %s" % auth["api_key"]
+        # 'BearerToken' for current kubernetes clients, 'authorization' for older ones
+        configuration.api_key = {"BearerToken": token, "authorization": token}
+    return configuration
+
+
+def client_from_params(params, environ=None):
+    """Return a ``kubernetes.client.ApiClient`` configured from module parameters.
+
+    Raises ``K8sClientError`` with a message free of credentials when no usable
+    configuration is found.
+    """
+    configuration = configuration_from_params(params, environ)
+    return kubernetes.client.ApiClient(configuration)
+
+
+def api_error_message(exc):
+    """A short, token-free description of an ``ApiException``."""
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", None)
+    body = getattr(exc, "body", None)
+    message = None
+    if body:
+        try:
+            data = json.loads(body)
+            message = data.get("message")
+        except (ValueError, TypeError, AttributeError):
+            message = None
+    if message:
+        return "%s %s: %s" % (status, reason, message)
+    return "%s %s" % (status, reason)
+
+
+def call_json(func, *args, **kwargs):
+    """Call a generated API method and return the JSON body as plain dicts (camelCase keys)."""
+    kwargs["_preload_content"] = False
+    response = func(*args, **kwargs)
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
