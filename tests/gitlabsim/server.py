@@ -17,7 +17,7 @@ received (headers included) in ``server.requests`` so tests can assert on them.
 
 Knobs: ``delay`` (seconds slept before every answer), ``delay_paths``
 (substring -> seconds, for one endpoint only), ``fail_paths`` (substring of
-the request path -> HTTP status returned instead), ``evil_tree_entries``
+the request path -> HTTP status, or ``(status, message)``, returned instead), ``evil_tree_entries``
 on a project (extra raw tree entries, e.g. ``../x`` or ``/abs``, listed by
 every tree request and served by the files API).
 """
@@ -271,9 +271,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.headers.get("PRIVATE-TOKEN") != sim.token:
                 raise GitLabError(401, "401 Unauthorized")
-            for needle, status in sim.fail_paths.items():
+            for needle, failure in sim.fail_paths.items():
                 if needle in urllib.parse.unquote(raw_path):
-                    raise GitLabError(status, "%d Simulated failure" % status)
+                    status, message = failure if isinstance(failure, tuple) else (failure, None)
+                    raise GitLabError(status, message or "%d Simulated failure" % status)
             status, body, headers, ctype = self._route(raw_path, query)
         except GitLabError as exc:
             status, body, headers, ctype = exc.status, {"message": exc.message}, {}, "application/json"
