@@ -1,0 +1,79 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2024, ES Serverless platform team
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# ruff: noqa: E402 -- Ansible plugins keep DOCUMENTATION before the imports
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type  # noqa: UP001
+
+DOCUMENTATION = r"""
+name: es_deployment
+short_description: The deployment status of a tenant cluster with its latest report
+version_added: "0.1.0"
+author:
+  - ES Serverless platform team
+description:
+  - Returns the C(deployments.json) entry of one user/service pair from a data folder,
+    with its latest report under C(latest_report), or C(None) when the pair has no deployment.
+  - Runs on the controller.
+options:
+  _terms:
+    description: The user and the service name, in that order.
+    required: true
+    type: list
+    elements: str
+  data_dir:
+    description: Data folder holding C(deployments.json) and C(deployment_reports/).
+    type: path
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Where is my cluster?
+  ansible.builtin.debug:
+    msg: "{{ lookup('yunpeng.es_serverless.es_deployment', 'test_user', 'test_service', data_dir=es_data_dir) }}"
+
+- name: Fail unless the cluster is created
+  ansible.builtin.assert:
+    that:
+      - dep is not none
+      - dep.status == 'created'
+  vars:
+    dep: "{{ lookup('yunpeng.es_serverless.es_deployment', es_user, es_service_name, data_dir=es_data_dir) }}"
+"""
+
+RETURN = r"""
+_raw:
+  description:
+    - The deployment entry (user, service_name, namespace, deployment_id, status, stage, error,
+      created_at, updated_at, reports_dir) plus C(latest_report) (C(file), C(path), C(report)) or C(None);
+      C(None) when the pair has no deployment.
+  type: list
+  elements: dict
+"""
+
+from ansible.errors import AnsibleError
+from ansible.plugins.lookup import LookupBase
+
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore, StoreError
+
+
+class LookupModule(LookupBase):
+
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        data_dir = self.get_option("data_dir")
+        if len(terms) != 2:
+            raise AnsibleError("es_deployment takes two terms, the user and the service name (got %d)" % len(terms))
+        user, service_name = (str(term) for term in terms)
+        try:
+            entry = MetadataStore(data_dir).get_deployment(user, service_name)
+            if entry is None:
+                return [None]
+            entry = dict(entry)
+            entry["latest_report"] = reports.latest_report(data_dir, user, service_name)
+        except (StoreError, OSError, ValueError) as exc:
+            raise AnsibleError("cannot read the deployment of %s/%s in %s: %s" % (user, service_name, data_dir, exc))
+        return [entry]

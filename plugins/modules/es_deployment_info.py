@@ -1,0 +1,142 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2024, ES Serverless platform team
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# ruff: noqa: E402 -- Ansible plugins keep DOCUMENTATION before the imports
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type  # noqa: UP001
+
+DOCUMENTATION = r"""
+---
+module: es_deployment_info
+short_description: Where is my cluster? Deployment status, tenant record, reports and log lines
+version_added: "0.1.0"
+description:
+  - Reads the metadata store and the reports of a data folder and answers the questions of the
+    original platform; list a deployment's report files, show the latest report, tail the log,
+    and the deployment statuses filtered by user and service.
+  - Reports and the tenant record are returned when both I(user) and I(service_name) are given.
+author:
+  - ES Serverless platform team
+attributes:
+  check_mode:
+    support: full
+    description: Read-only.
+options:
+  data_dir:
+    description: Data folder holding C(deployments.json), C(tenant_data/) and C(deployment_reports/).
+    type: path
+    required: true
+  user:
+    description: Only deployments of this user.
+    type: str
+  service_name:
+    description: Only deployments of this service.
+    type: str
+  deployment_id:
+    description: Only reports of this deployment (run).
+    type: str
+  log_file:
+    description: Deployment log. Defaults to C(<data_dir>/deployment.log).
+    type: path
+  log_lines:
+    description: How many of the last log lines (of the pair, when given) to return.
+    type: int
+    default: 20
+"""
+
+EXAMPLES = r"""
+- name: Where is my cluster?
+  yunpeng.es_serverless.es_deployment_info:
+    data_dir: /var/lib/es_serverless
+    user: test_user
+    service_name: test_service
+  register: info
+
+- name: Show its status and latest report
+  ansible.builtin.debug:
+    msg: "{{ info.deployments[0].status }}: {{ info.latest_report.report.message }}"
+
+- name: All deployments of a user
+  yunpeng.es_serverless.es_deployment_info:
+    data_dir: /var/lib/es_serverless
+    user: test_user
+"""
+
+RETURN = r"""
+deployments:
+  description: Matching entries of C(deployments.json), sorted by user/service.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - user: test_user
+      service_name: test_service
+      namespace: es-test
+      deployment_id: "20240101T000000-abc123"
+      status: created
+      stage: null
+      error: null
+      created_at: "2024-01-01T00:00:00Z"
+      updated_at: "2024-01-01T00:02:00Z"
+      reports_dir: /var/lib/es_serverless/deployment_reports
+tenant:
+  description: The tenant container record of the pair, or C(None).
+  returned: always
+  type: dict
+reports:
+  description: The pair's report files in order, each with C(file), C(path) and the C(report) body.
+  returned: always
+  type: list
+  elements: dict
+latest_report:
+  description: The last element of I(reports), or C(None).
+  returned: always
+  type: dict
+log_tail:
+  description: The last I(log_lines) lines of the deployment log (of the pair when given).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore, StoreError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            data_dir=dict(type="path", required=True),
+            user=dict(type="str"),
+            service_name=dict(type="str"),
+            deployment_id=dict(type="str"),
+            log_file=dict(type="path"),
+            log_lines=dict(type="int", default=20),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    data_dir = params["data_dir"]
+    user, service_name = params["user"], params["service_name"]
+    log_file = params["log_file"] or reports.default_log_file(data_dir)
+    result = dict(changed=False, deployments=[], tenant=None, reports=[], latest_report=None, log_tail=[])
+    try:
+        store = MetadataStore(data_dir)
+        result["deployments"] = store.list_deployments(user, service_name)
+        if user is not None and service_name is not None:
+            result["tenant"] = store.get_tenant(user, service_name)
+            result["reports"] = reports.list_reports(data_dir, user, service_name, params["deployment_id"])
+            result["latest_report"] = result["reports"][-1] if result["reports"] else None
+        result["log_tail"] = reports.log_tail(log_file, user, service_name, params["log_lines"])
+    except (StoreError, OSError, ValueError) as exc:
+        module.fail_json(msg="cannot read %s: %s" % (data_dir, exc), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2024, ES Serverless platform team
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# ruff: noqa: E402 -- Ansible plugins keep DOCUMENTATION before the imports
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type  # noqa: UP001
+
+DOCUMENTATION = r"""
+---
+module: es_tenant_meta
+short_description: Record a tenant cluster in the metadata store (begin, sync, complete, fail)
+version_added: "0.1.0"
+description:
+  - Manages the tenant container record C(<data_dir>/tenant_data/{user}_{service_name}.json)
+    and the deployment status in C(<data_dir>/deployments.json).
+  - Every write is atomic and serialized by a lock on C(<data_dir>/.lock), so parallel runs
+    (C(--forks), AWX, several C(ansible-playbook) processes) are safe.
+  - C(begin) is stage 0. It refuses a second create of a cluster that is being created by another
+    deployment or already exists, a file-name collision with another user/service pair, a namespace
+    used by another live cluster, and quota excess; then it writes the record with status C(creating).
+  - C(sync) is stage 9 (full resource configuration in the record), C(complete) marks both records
+    C(created), C(fail) is the rollback (record of this run deleted, deployment status C(failed)).
+author:
+  - ES Serverless platform team
+attributes:
+  check_mode:
+    support: full
+    description: In check mode every rule is checked and the would-be records are returned; nothing is written.
+options:
+  data_dir:
+    description: Data folder holding C(tenant_data/), C(deployments.json) and C(deployment_reports/).
+    type: path
+    required: true
+  state:
+    description: Which step of the flow to record.
+    type: str
+    required: true
+    choices: [begin, sync, complete, fail]
+  request:
+    description:
+      - The tenant request (normally the C(request) returned by M(yunpeng.es_serverless.es_request)).
+      - Required for C(begin), C(sync) and C(complete); validated again here.
+      - For C(fail) only its C(user), C(service_name) and C(namespace) are used, unvalidated.
+    type: dict
+  deployment_id:
+    description: Id shared by all records and reports of one run.
+    type: str
+    required: true
+  quota:
+    description:
+      - Per-user quota for C(begin). Missing keys take their default.
+      - C(max_clusters_per_user) (default 5) counts live (creating or created) clusters.
+      - C(max_replicas_per_cluster) (default 10).
+      - C(max_cpu_per_user) (default C("64")), sum of cpu_limit x replicas over the user's live clusters.
+      - C(max_memory_per_user) (default C("256Gi")), sum of mem_limit x replicas.
+      - C(max_disk_per_user) (default C("2Ti")), sum of disk_size x replicas.
+      - C(max_gpus_per_user) (default 8), sum of gpu_count x replicas.
+    type: dict
+    default: {}
+  resources:
+    description: For C(sync), the full resource configuration stored under C(resources) in the tenant record.
+    type: dict
+  stage:
+    description: For C(fail), the stage that failed.
+    type: str
+  error:
+    description: For C(fail), the error of the failed stage.
+    type: str
+  user:
+    description: For C(fail) when there is no I(request), the user as given.
+    type: str
+  service_name:
+    description: For C(fail) when there is no I(request), the service name as given.
+    type: str
+  namespace:
+    description: For C(fail) when there is no I(request), the namespace as given.
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Stage 0, record the tenant and set status creating
+  yunpeng.es_serverless.es_tenant_meta:
+    data_dir: "{{ es_data_dir }}"
+    state: begin
+    request: "{{ es_req.request }}"
+    deployment_id: "{{ es_deployment_id }}"
+    quota:
+      max_clusters_per_user: 5
+      max_cpu_per_user: "64"
+
+- name: Stage 9, store the resource configuration
+  yunpeng.es_serverless.es_tenant_meta:
+    data_dir: "{{ es_data_dir }}"
+    state: sync
+    request: "{{ es_req.request }}"
+    deployment_id: "{{ es_deployment_id }}"
+    resources:
+      images:
+        elasticsearch: docker.elastic.co/elasticsearch/elasticsearch:8.15.3
+
+- name: Rollback, record the failure
+  yunpeng.es_serverless.es_tenant_meta:
+    data_dir: "{{ es_data_dir }}"
+    state: fail
+    user: "{{ es_user }}"
+    service_name: "{{ es_service_name }}"
+    namespace: "{{ es_namespace }}"
+    deployment_id: "{{ es_deployment_id }}"
+    stage: k8s_applied
+    error: "{{ ansible_failed_result.msg }}"
+"""
+
+RETURN = r"""
+record:
+  description: The tenant container record after the step (C(None) for C(fail)).
+  returned: always
+  type: dict
+  sample:
+    user: test_user
+    service_name: test_service
+    namespace: es-test
+    replicas: 1
+    cpu: 500m/2
+    memory: 1Gi/2Gi
+    disk: 10Gi
+    gpu_count: 0
+    dimension: 128
+    vector_count: 10000
+    index_limit: 100
+    tenant_org_id: ""
+    status: creating
+    created_at: "2024-01-01T00:00:00Z"
+    deployment_id: "20240101T000000-abc123"
+deployment:
+  description: The C(deployments.json) entry of the pair after the step.
+  returned: always
+  type: dict
+  sample:
+    user: test_user
+    service_name: test_service
+    namespace: es-test
+    deployment_id: "20240101T000000-abc123"
+    status: failed
+    stage: k8s_applied
+    error: the API server refused the StatefulSet
+    created_at: "2024-01-01T00:00:00Z"
+    updated_at: "2024-01-01T00:00:05Z"
+    reports_dir: /var/lib/es_serverless/deployment_reports
+record_deleted:
+  description: For C(fail), whether this run's tenant record was deleted.
+  returned: when state is fail
+  type: bool
+status_changed:
+  description:
+    - For C(fail), whether the deployment status was set to C(failed). False when the pair's status
+      belongs to another live deployment (a refused second run never touches it).
+  returned: when state is fail
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import RequestError
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore, StoreError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            data_dir=dict(type="path", required=True),
+            state=dict(type="str", required=True, choices=["begin", "sync", "complete", "fail"]),
+            request=dict(type="dict"),
+            deployment_id=dict(type="str", required=True),
+            quota=dict(type="dict", default={}),
+            resources=dict(type="dict"),
+            stage=dict(type="str"),
+            error=dict(type="str"),
+            user=dict(type="str"),
+            service_name=dict(type="str"),
+            namespace=dict(type="str"),
+        ),
+        required_if=[
+            ("state", "begin", ("request",)),
+            ("state", "sync", ("request",)),
+            ("state", "complete", ("request",)),
+            ("state", "fail", ("stage", "error")),
+        ],
+        supports_check_mode=True,
+    )
+    params = module.params
+    state = params["state"]
+    store = MetadataStore(params["data_dir"])
+    check = module.check_mode
+    result = dict(changed=False, record=None, deployment=None)
+    try:
+        if state == "begin":
+            result["record"] = store.begin(params["request"], params["deployment_id"], params["quota"],
+                                           check_only=check)
+            result["deployment"] = store.get_deployment(result["record"]["user"], result["record"]["service_name"])
+            result["changed"] = True
+        elif state == "sync":
+            result["record"] = store.sync(params["request"], params["deployment_id"], params["resources"] or {},
+                                          check_only=check)
+            result["deployment"] = store.get_deployment(result["record"]["user"], result["record"]["service_name"])
+            result["changed"] = True
+        elif state == "complete":
+            record, entry = store.complete(params["request"], params["deployment_id"], check_only=check)
+            result["record"], result["deployment"] = record, entry
+            result["changed"] = True
+        else:
+            ident = dict(params["request"] or {})
+            user = ident.get("user", params["user"])
+            service_name = ident.get("service_name", params["service_name"])
+            namespace = ident.get("namespace", params["namespace"])
+            outcome = store.fail(user, service_name, namespace, params["deployment_id"], params["stage"],
+                                 params["error"], check_only=check)
+            result["deployment"] = outcome["deployment"]
+            result["record_deleted"] = outcome["record_deleted"]
+            result["status_changed"] = outcome["status_changed"]
+            result["changed"] = outcome["record_deleted"] or outcome["status_changed"]
+    except (StoreError, RequestError) as exc:
+        module.fail_json(msg=str(exc), **result)
+    except (OSError, ValueError) as exc:
+        module.fail_json(msg="metadata store %s: %s" % (store.data_dir, exc), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
