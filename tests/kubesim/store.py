@@ -249,3 +249,24 @@ class Store:
     def unwatch(self, q):
         with self.lock:
             self._watchers = [w for w in self._watchers if w[2] is not q]
+
+    def mark_deleting(self, resource, namespace, name, timestamp, fn=None):
+        """Set ``metadata.deletionTimestamp`` (graceful deletion, e.g. a
+        namespace going ``Terminating``); ``fn(obj)`` may change more."""
+        with self.lock:
+            key = self._key(resource, namespace, name)
+            old = self._objects.get(key)
+            if old is None:
+                raise NotFound('%s "%s" not found' % (display_name(resource), name), resource, name)
+            new = copy.deepcopy(old)
+            new["metadata"].setdefault("deletionTimestamp", timestamp)
+            if fn is not None:
+                fn(new)
+            if new == old:
+                return copy.deepcopy(old)
+            new["metadata"]["resourceVersion"] = self._next_rv()
+            self._objects[key] = new
+            out = copy.deepcopy(new)
+            self._record("MODIFIED", resource, out)
+        self._emit("MODIFIED", resource, out)
+        return out

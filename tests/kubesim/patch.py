@@ -1,0 +1,281 @@
+"""Patch semantics of the API simulator: JSON merge patch (RFC 7386), JSON
+patch (RFC 6902), strategic merge patch with the merge keys and strategies of
+the built-in types (read from the schemas), and the field sets used by
+server-side apply (test infrastructure)."""
+
+import copy
+import json
+
+import jsonpatch
+
+from . import schema
+
+
+class PatchError(Exception):
+    pass
+
+
+# -- JSON merge patch ---------------------------------------------------------
+
+
+def merge_patch(target, patch):
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+# -- JSON patch -----------------------------------------------------------------
+
+
+def json_patch(target, operations):
+    if not isinstance(operations, list):
+        raise PatchError("json patch must be a list of operations")
+    try:
+        return jsonpatch.JsonPatch(operations).apply(target)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, IndexError, TypeError) as e:
+        raise PatchError(str(e))
+
+
+# -- strategic merge patch --------------------------------------------------------
+
+DIRECTIVE = "$patch"
+RETAIN_KEYS = "$retainKeys"
+SET_ORDER = "$setElementOrder/"
+DELETE_FROM_PRIMITIVE = "$deleteFromPrimitiveList/"
+
+
+def strategic_merge(original, patch, node):
+    """Apply a strategic merge patch ``patch`` to ``original`` (schema ``node``)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if not isinstance(original, dict):
+        original = {}
+    directive = patch.get(DIRECTIVE)
+    if directive == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if k != DIRECTIVE}
+    if directive == "delete":
+        return None
+    if directive not in (None, "merge"):
+        raise PatchError("Unknown patch type: %s in map: %s" % (directive, json.dumps(patch)))
+    result = copy.deepcopy(original)
+    retain = patch.get(RETAIN_KEYS)
+    for key, value in patch.items():
+        if key in (DIRECTIVE, RETAIN_KEYS) or key.startswith(SET_ORDER):
+            continue
+        if key.startswith(DELETE_FROM_PRIMITIVE):
+            field = key[len(DELETE_FROM_PRIMITIVE):]
+            if isinstance(result.get(field), list):
+                result[field] = [v for v in result[field] if v not in (value or [])]
+            continue
+        if value is None:
+            result.pop(key, None)
+            continue
+        child = schema.child_schema(node, key) if node else None
+        if isinstance(value, list):
+            items, strategies, merge_key = schema.list_patch_meta(node, key) if node else (None, [], None)
+            if "merge" in strategies:
+                result[key] = _merge_list(result.get(key), value, items, merge_key)
+            else:
+                result[key] = [_strip_directives(v) for v in value]
+            continue
+        if isinstance(value, dict):
+            merged = strategic_merge(result.get(key), value, child)
+            if merged is None:
+                result.pop(key, None)
+            else:
+                result[key] = merged
+            continue
+        result[key] = copy.deepcopy(value)
+    if isinstance(retain, list):
+        result = {k: v for k, v in result.items() if k in retain}
+    return result
+
+
+def _strip_directives(value):
+    if isinstance(value, dict):
+        return {
+            k: _strip_directives(v)
+            for k, v in value.items()
+            if not (k in (DIRECTIVE, RETAIN_KEYS) or k.startswith(SET_ORDER) or k.startswith(DELETE_FROM_PRIMITIVE))
+        }
+    if isinstance(value, list):
+        return [_strip_directives(v) for v in value]
+    return copy.deepcopy(value)
+
+
+def _merge_list(original, patch, items, merge_key):
+    original = copy.deepcopy(original) if isinstance(original, list) else []
+    if any(isinstance(p, dict) and p.get(DIRECTIVE) == "replace" for p in patch):
+        return [_strip_directives(p) for p in patch if not (isinstance(p, dict) and DIRECTIVE in p)]
+    if not merge_key:
+        # a set of primitives (e.g. finalizers): union, keeping order
+        result = original
+        for p in patch:
+            if isinstance(p, dict) and p.get(DIRECTIVE) == "delete":
+                continue
+            if p not in result:
+                result.append(copy.deepcopy(p))
+        return result
+    result = original
+    for p in patch:
+        if not isinstance(p, dict):
+            raise PatchError("map items expected for a list merged by key %r" % merge_key)
+        if merge_key not in p:
+            raise PatchError("map: %s does not contain declared merge key: %s" % (json.dumps(p), merge_key))
+        idx = next(
+            (i for i, o in enumerate(result) if isinstance(o, dict) and o.get(merge_key) == p[merge_key]),
+            None,
+        )
+        if p.get(DIRECTIVE) == "delete":
+            if idx is not None:
+                del result[idx]
+            continue
+        if idx is None:
+            result.append(_strip_directives(p))
+        else:
+            result[idx] = strategic_merge(result[idx], p, items)
+    return result
+
+
+# -- server-side apply field sets ------------------------------------------------------
+
+
+def field_set(obj, node):
+    """The ``fieldsV1`` set of the fields present in ``obj`` (real format:
+    ``f:name`` for fields, ``k:{...}`` for keyed list items, ``v:...`` for set
+    members; ``{}`` marks a leaf)."""
+    out = {}
+    if not isinstance(obj, dict):
+        return out
+    for key, value in obj.items():
+        fkey = "f:" + key
+        child = schema.child_schema(node, key) if node else None
+        if isinstance(value, dict) and value and (child is None or schema.resolve(child).get("properties") is not None
+                                                   or isinstance(schema.resolve(child).get("additionalProperties"),
+                                                                 dict)):
+            out[fkey] = field_set(value, child)
+        elif isinstance(value, list) and value:
+            items, strategies, merge_key = schema.list_patch_meta(node, key) if node else (None, [], None)
+            if merge_key and all(isinstance(v, dict) and merge_key in v for v in value):
+                sub = {}
+                for v in value:
+                    entry = field_set(v, items)
+                    entry["."] = {}
+                    sub["k:" + json.dumps({merge_key: v[merge_key]}, separators=(",", ":"))] = entry
+                out[fkey] = sub
+            elif "merge" in strategies and all(not isinstance(v, (dict, list)) for v in value):
+                out[fkey] = {"v:" + json.dumps(v, separators=(",", ":")): {} for v in value}
+            else:
+                out[fkey] = {}
+        else:
+            out[fkey] = {}
+    return out
+
+
+def leaf_paths(fs, prefix=()):
+    """All paths of a field set, leaves and inner nodes."""
+    for key, sub in fs.items():
+        if key == ".":
+            continue
+        path = prefix + (key,)
+        yield path
+        if sub:
+            yield from leaf_paths(sub, path)
+
+
+def _lookup(fs, path):
+    for key in path:
+        if not isinstance(fs, dict) or key not in fs:
+            return None
+        fs = fs[key]
+    return fs
+
+
+def remove_path(obj, path):
+    """Remove the field/list item named by a field-set path from ``obj``."""
+    cur = obj
+    for i, key in enumerate(path):
+        last = i == len(path) - 1
+        kind, _, rest = key.partition(":")
+        if kind == "f":
+            if not isinstance(cur, dict) or rest not in cur:
+                return
+            if last:
+                del cur[rest]
+                return
+            cur = cur[rest]
+        elif kind == "k":
+            if not isinstance(cur, list):
+                return
+            want = json.loads(rest)
+            idx = next((j for j, o in enumerate(cur) if isinstance(o, dict) and all(o.get(k) == v for k, v in want.items())),
+                       None)
+            if idx is None:
+                return
+            if last:
+                del cur[idx]
+                return
+            cur = cur[idx]
+        elif kind == "v":
+            if isinstance(cur, list):
+                val = json.loads(rest)
+                if val in cur:
+                    cur.remove(val)
+            return
+
+
+def removed_paths(old_fs, new_fs, others):
+    """Top-most paths applied before but not now, and owned by no other manager."""
+    out = []
+
+    def walk(old, new, prefix):
+        for key, sub in old.items():
+            if key == ".":
+                continue
+            path = prefix + (key,)
+            if new is None or key not in new:
+                if not any(_lookup(o, path) is not None for o in others):
+                    out.append(path)
+                elif sub:
+                    walk(sub, None, path)
+            elif sub:
+                walk(sub, new[key], path)
+
+    walk(old_fs, new_fs, ())
+    return out
+
+
+def value_at(obj, path):
+    cur = obj
+    for key in path:
+        kind, _, rest = key.partition(":")
+        if kind == "f" and isinstance(cur, dict) and rest in cur:
+            cur = cur[rest]
+        elif kind == "k" and isinstance(cur, list):
+            want = json.loads(rest)
+            cur = next((o for o in cur if isinstance(o, dict) and all(o.get(k) == v for k, v in want.items())), None)
+            if cur is None:
+                return None
+        else:
+            return None
+    return cur
+
+
+def path_to_field(path):
+    parts = []
+    for key in path:
+        kind, _, rest = key.partition(":")
+        if kind == "f":
+            parts.append("." + rest)
+        elif kind == "k":
+            want = json.loads(rest)
+            parts.append("[" + ",".join("%s=%s" % (k, json.dumps(v)) for k, v in want.items()) + "]")
+        else:
+            parts.append("[" + rest + "]")
+    return "".join(parts)

@@ -1,0 +1,1304 @@
+"""HTTPS API server of the Kubernetes API simulator (test infrastructure).
+
+Serves the Kubernetes REST API over the :mod:`tests.kubesim.store` object
+store: discovery, OpenAPI v3, CRUD with watch, the three patch types and
+server-side apply, status/scale subresources, ``Status`` errors, field
+validation, fault injection and a request log. See ``docs/kubesim.md``.
+"""
+
+import base64
+import copy
+import datetime
+import json
+import os
+import queue
+import random
+import re
+import secrets
+import shutil
+import socket
+import ssl
+import string
+import tempfile
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import yaml
+
+from . import certs, patch, protobuf, resources, schema, validation
+from .config import Fault, SimConfig
+from .store import AlreadyExists, Conflict, NotFound, Store, StoreError, display_name, now_iso
+
+try:  # the controllers are written separately; CRUD works without them
+    from .controllers import Controllers
+except ImportError:  # pragma: no cover - only while controllers.py does not exist
+    Controllers = None
+
+GENERATION_KINDS = {"StatefulSet", "Deployment", "ReplicaSet", "Job", "ControllerRevision"}
+WORKLOAD_ORDER = ["apps/statefulsets", "apps/deployments", "batch/jobs", "apps/replicasets", "pods"]
+REASONS = {
+    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+    409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
+    500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
+}
+PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+)
+
+
+class ApiError(Exception):
+    def __init__(self, code, reason, message, details=None):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+
+def status_body(code, reason, message, details=None):
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "code": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+def _details(res, name, kind=None):
+    d = {}
+    if name:
+        d["name"] = name
+    if res.group:
+        d["group"] = res.group
+    d["kind"] = kind or res.name
+    return d
+
+
+def _kind_display(res):
+    return res.kind + ("." + res.group if res.group else "")
+
+
+def invalid_error(res, name, causes):
+    texts = [c.text() for c in causes]
+    msg = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    details = _details(res, name, res.kind)
+    details["causes"] = [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes]
+    return ApiError(422, "Invalid", '%s "%s" is invalid: %s' % (_kind_display(res), name, msg), details)
+
+
+def not_found(res, name):
+    return ApiError(404, "NotFound", '%s "%s" not found' % (display_name(resources.store_key(res)), name),
+                    _details(res, name))
+
+
+def bad_request(message):
+    return ApiError(400, "BadRequest", message)
+
+
+# -- selectors ---------------------------------------------------------------------
+
+
+_SET_RE = re.compile(r"^\s*([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+
+
+def _split_selector(text):
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def label_matcher(text):
+    if not text:
+        return lambda labels: True
+    tests = []
+    for part in _split_selector(text):
+        m = _SET_RE.match(part)
+        if m:
+            key, op, vals = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
+            if op == "in":
+                tests.append(lambda lb, k=key, v=vals: lb.get(k) in v)
+            else:
+                tests.append(lambda lb, k=key, v=vals: lb.get(k) not in v)
+        elif "!=" in part:
+            k, v = part.split("!=", 1)
+            tests.append(lambda lb, k=k.strip(), v=v.strip(): lb.get(k) != v)
+        elif "=" in part:
+            k, v = part.replace("==", "=").split("=", 1)
+            tests.append(lambda lb, k=k.strip(), v=v.strip(): lb.get(k) == v)
+        elif part.startswith("!"):
+            tests.append(lambda lb, k=part[1:].strip(): k not in lb)
+        else:
+            tests.append(lambda lb, k=part: k in lb)
+    return lambda labels: all(t(labels or {}) for t in tests)
+
+
+def _field_value(obj, path):
+    cur = obj
+    for p in path.split("."):
+        if not isinstance(cur, dict):
+            return ""
+        cur = cur.get(p)
+    if cur is None:
+        return ""
+    if isinstance(cur, bool):
+        return "true" if cur else "false"
+    return str(cur)
+
+
+def field_matcher(text):
+    if not text:
+        return lambda obj: True
+    tests = []
+    for part in _split_selector(text):
+        if "!=" in part:
+            k, v = part.split("!=", 1)
+            tests.append(lambda o, k=k.strip(), v=v.strip(): _field_value(o, k) != v)
+        elif "=" in part:
+            k, v = part.replace("==", "=").split("=", 1)
+            tests.append(lambda o, k=k.strip(), v=v.strip(): _field_value(o, k) == v)
+        else:
+            raise bad_request('invalid selector: \'%s\'; can\'t understand \'%s\'' % (text, part))
+    return lambda obj: all(t(obj) for t in tests)
+
+
+# -- the server -----------------------------------------------------------------------
+
+
+class _TLSServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, addr, handler, api):
+        self.api = api
+        super().__init__(addr, handler)
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        return self.api.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def handle_error(self, request, client_address):  # noqa: ARG002 - clients hang up mid-watch all the time
+        pass
+
+
+class ApiServer:
+    """The simulator: ``ApiServer(config).start()`` then ``.kubeconfig_text()``."""
+
+    def __init__(self, config=None, store=None, port=0, state_file=None):
+        self.config = config or SimConfig()
+        self.store = store or Store()
+        self.port = port
+        self.state_file = state_file
+        self.token = secrets.token_hex(24)
+        self.requests = []
+        self.requests_lock = threading.Lock()
+        self.workdir = tempfile.mkdtemp(prefix="kubesim-")
+        self.ca_pem, cert, key = certs.generate(self.workdir)
+        self.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ssl_context.load_cert_chain(cert, key)
+        self.ssl_context.set_alpn_protocols(["http/1.1"])
+        self.httpd = None
+        self.controllers = None
+        self._stop = threading.Event()
+        self._threads = []
+        self._openapi_cache = {}
+        self._ip_counter = 10
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self):
+        self.bootstrap()
+        self.httpd = _TLSServer(("127.0.0.1", self.port), _Handler, self)
+        self.port = self.httpd.server_address[1]
+        t = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
+                             name="kubesim-http")
+        t.start()
+        self._threads.append(t)
+        for target, name in ((self._gc_loop, "kubesim-gc"), (self._namespace_loop, "kubesim-ns")):
+            t = threading.Thread(target=target, daemon=True, name=name)
+            t.start()
+            self._threads.append(t)
+        if Controllers is not None:
+            self.controllers = Controllers(self.store, self.config)
+            self.controllers.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self.controllers is not None:
+            try:
+                self.controllers.stop()
+            except Exception:  # noqa: BLE001 - shutting down regardless
+                pass
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+        if self.state_file:
+            self.dump_state(self.state_file)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def url(self):
+        return "https://127.0.0.1:%d" % self.port
+
+    def kubeconfig_text(self):
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kubesim", "cluster": {
+                "server": self.url,
+                "certificate-authority-data": base64.b64encode(self.ca_pem).decode()}}],
+            "users": [{"name": "kubesim-admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "kubesim", "context": {"cluster": "kubesim", "user": "kubesim-admin",
+                                                         "namespace": "default"}}],
+            "current-context": "kubesim",
+            "preferences": {},
+        }
+        return yaml.safe_dump(cfg, default_flow_style=False)
+
+    def write_kubeconfig(self, path):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self.kubeconfig_text())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def dump_state(self, path):
+        state = {"resourceVersion": self.store.resource_version,
+                 "objects": [{"resource": res, "object": obj} for res, obj in self.store.all_objects()]}
+        with open(path, "w") as f:
+            json.dump(state, f, indent=1, sort_keys=True)
+
+    def log_request(self, entry):
+        with self.requests_lock:
+            self.requests.append(entry)
+
+    # -- bootstrap ------------------------------------------------------------
+    def bootstrap(self):
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            if not self.store.exists("namespaces", None, ns):
+                self.create_object(resources.find("", "v1", "namespaces"), None,
+                                   {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        if not self.store.exists("nodes", None, "kubesim-node-1"):
+            self.store.create("nodes", self.node_object(), namespaced=False)
+        if not self.store.exists("storage.k8s.io/storageclasses", None, "standard"):
+            sc = {
+                "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": {"name": "standard",
+                             "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                "provisioner": "kubesim.io/hostpath", "allowVolumeExpansion": True,
+                "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+            }
+            self.store.create("storage.k8s.io/storageclasses", sc, namespaced=False)
+
+    def node_object(self):
+        cap = {"cpu": str(self.config.node_cpu), "memory": str(self.config.node_memory), "pods": "110",
+               "ephemeral-storage": "100Gi"}
+        if int(self.config.node_gpus or 0) > 0:
+            cap["nvidia.com/gpu"] = str(self.config.node_gpus)
+        ts = now_iso()
+        return {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "kubesim-node-1", "labels": {
+                "kubernetes.io/hostname": "kubesim-node-1", "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/control-plane": ""}},
+            "spec": {"podCIDR": "10.244.0.0/24"},
+            "status": {
+                "capacity": dict(cap), "allocatable": dict(cap),
+                "conditions": [
+                    {"type": t, "status": "False", "reason": r, "message": m, "lastHeartbeatTime": ts,
+                     "lastTransitionTime": ts}
+                    for t, r, m in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory"),
+                                    ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                                    ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID"))
+                ] + [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                      "message": "kubelet is posting ready status", "lastHeartbeatTime": ts,
+                      "lastTransitionTime": ts}],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                              {"type": "Hostname", "address": "kubesim-node-1"}],
+                "nodeInfo": {"kubeletVersion": "v1.32.0", "kubeProxyVersion": "v1.32.0", "operatingSystem": "linux",
+                             "architecture": "amd64", "containerRuntimeVersion": "containerd://1.7.0",
+                             "osImage": "kubesim", "kernelVersion": "6.0.0", "machineID": "", "systemUUID": "",
+                             "bootID": ""},
+            },
+        }
+
+    # -- background loops ------------------------------------------------------
+    def _gc_loop(self):
+        while not self._stop.wait(0.3):
+            try:
+                self.collect_garbage()
+            except Exception:  # noqa: BLE001 - keep collecting
+                pass
+
+    def collect_garbage(self):
+        """Delete objects all of whose owners (by uid) are gone."""
+        objects = self.store.all_objects()
+        uids = {o["metadata"].get("uid") for _, o in objects}
+        for res, obj in objects:
+            refs = obj["metadata"].get("ownerReferences") or []
+            if refs and not any(r.get("uid") in uids for r in refs):
+                try:
+                    self.store.delete(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+                except NotFound:
+                    pass
+
+    def _namespace_loop(self):
+        while not self._stop.wait(0.2):
+            try:
+                self.finalize_namespaces()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def finalize_namespaces(self):
+        namespaces, _ = self.store.list("namespaces")
+        for ns in namespaces:
+            if not ns["metadata"].get("deletionTimestamp"):
+                continue
+            name = ns["metadata"]["name"]
+            remaining = 0
+            keys = WORKLOAD_ORDER + [resources.store_key(r) for r in resources.RESOURCES
+                                     if r.namespaced and resources.store_key(r) not in WORKLOAD_ORDER]
+            for key in keys:
+                items, _ = self.store.list(key, name)
+                for obj in items:
+                    remaining += 1
+                    try:
+                        self.store.delete(key, name, obj["metadata"]["name"])
+                    except NotFound:
+                        pass
+            if remaining == 0:
+                try:
+                    self.store.delete("namespaces", None, name)
+                except NotFound:
+                    pass
+
+    # -- helpers used by the handler -----------------------------------------------
+    def openapi_v3(self, group, version):
+        key = (group, version)
+        if key not in self._openapi_cache:
+            res = [r for r in resources.RESOURCES if r.group == group and r.version == version]
+            self._openapi_cache[key] = json.dumps(schema.openapi_v3_document(group, version, res)).encode()
+        return self._openapi_cache[key]
+
+    def check_namespace_for_create(self, res, namespace, name):
+        if not res.namespaced:
+            return
+        try:
+            ns = self.store.get("namespaces", None, namespace)
+        except NotFound:
+            raise ApiError(404, "NotFound", 'namespaces "%s" not found' % namespace,
+                           {"name": namespace, "kind": "namespaces"})
+        if ns["metadata"].get("deletionTimestamp"):
+            raise ApiError(
+                403, "Forbidden",
+                '%s "%s" is forbidden: unable to create new content in namespace %s because it is being terminated'
+                % (display_name(resources.store_key(res)), name, namespace),
+                dict(_details(res, name), causes=[{"reason": "NamespaceTerminating",
+                                                   "message": "namespace %s is being terminated" % namespace,
+                                                   "field": "metadata.namespace"}]),
+            )
+
+    def create_object(self, res, namespace, obj, manager=None, dry_run=False):
+        meta = obj.setdefault("metadata", {})
+        if res.namespaced:
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + "".join(
+                random.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+        obj["apiVersion"] = resources.api_version_of(res)
+        obj["kind"] = res.kind
+        validation.apply_defaults(res.kind, obj, self.store)
+        causes = validation.validate(res.kind, obj, store=self.store)
+        if causes:
+            raise invalid_error(res, meta.get("name"), causes)
+        self.check_namespace_for_create(res, namespace, meta.get("name"))
+        if res.name == "services":
+            self._allocate_cluster_ip(obj)
+        if manager:
+            meta["managedFields"] = [_managed_entry(manager, "Update", res, patch.field_set(
+                _without_status(obj), schema.kind_schema(res.group, res.version, res.kind)))]
+        meta.pop("resourceVersion", None)
+        if dry_run:
+            if self.store.exists(resources.store_key(res), namespace, meta["name"]):
+                raise AlreadyExists('%s "%s" already exists' % (display_name(resources.store_key(res)), meta["name"]))
+            meta.setdefault("uid", "00000000-0000-0000-0000-000000000000")
+            meta.setdefault("creationTimestamp", now_iso())
+            return obj
+        out = self.store.create(resources.store_key(res), obj, namespaced=res.namespaced)
+        if res.name == "namespaces":
+            self._populate_namespace(out["metadata"]["name"])
+        return out
+
+    def _allocate_cluster_ip(self, obj):
+        spec = obj.setdefault("spec", {})
+        if spec.get("clusterIP") in (None, ""):
+            self._ip_counter += 1
+            ip = "10.96.%d.%d" % (self._ip_counter // 250, self._ip_counter % 250 + 1)
+            spec["clusterIP"] = ip
+            spec["clusterIPs"] = [ip]
+        elif "clusterIPs" not in spec:
+            spec["clusterIPs"] = [spec["clusterIP"]]
+
+    def _populate_namespace(self, ns):
+        try:
+            self.store.create("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount",
+                                                  "metadata": {"name": "default", "namespace": ns}})
+        except AlreadyExists:
+            pass
+        try:
+            self.store.create("configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                                             "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
+                                                          "annotations": {
+                                                              "kubernetes.io/description": "Contains a CA bundle "
+                                                              "that can be used to verify the kube-apiserver when "
+                                                              "using internal endpoints such as the internal service "
+                                                              "IP or kubernetes.default.svc. No other usage is "
+                                                              "guaranteed across distributions of Kubernetes "
+                                                              "clusters."}},
+                                             "data": {"ca.crt": self.ca_pem.decode()}})
+        except AlreadyExists:
+            pass
+
+    def delete_object(self, res, namespace, name, policy=None, dry_run=False):
+        key = resources.store_key(res)
+        obj = self.store.get(key, namespace, name)
+        if dry_run:
+            return obj
+        if res.name == "namespaces":
+            if name in ("default", "kube-system", "kube-public"):
+                raise ApiError(403, "Forbidden", 'namespaces "%s" is forbidden: this namespace may not be deleted'
+                               % name, {"name": name, "kind": "namespaces"})
+            return self.store.mark_deleting("namespaces", None, name, now_iso(),
+                                            lambda o: o.setdefault("status", {}).update(phase="Terminating"))
+        if policy == "Orphan":
+            self._orphan_dependents(obj["metadata"]["uid"])
+        elif policy == "Foreground":
+            self._delete_dependents(obj["metadata"]["uid"])
+        return self.store.delete(key, namespace, name)
+
+    def _dependents(self, uid):
+        for res, obj in self.store.all_objects():
+            if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or []):
+                yield res, obj
+
+    def _orphan_dependents(self, uid):
+        for res, obj in list(self._dependents(uid)):
+            m = obj["metadata"]
+
+            def drop(o, uid=uid):
+                o["metadata"]["ownerReferences"] = [r for r in o["metadata"].get("ownerReferences") or []
+                                                    if r.get("uid") != uid]
+                if not o["metadata"]["ownerReferences"]:
+                    del o["metadata"]["ownerReferences"]
+
+            try:
+                self.store.mutate(res, m.get("namespace"), m["name"], drop)
+            except NotFound:
+                pass
+
+    def _delete_dependents(self, uid):
+        for res, obj in list(self._dependents(uid)):
+            self._delete_dependents(obj["metadata"]["uid"])
+            try:
+                self.store.delete(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            except NotFound:
+                pass
+
+
+def _without_status(obj):
+    return {k: v for k, v in obj.items() if k not in ("status", "apiVersion", "kind")}
+
+
+def _managed_entry(manager, operation, res, fields, subresource=None):
+    entry = {"manager": manager, "operation": operation, "apiVersion": resources.api_version_of(res),
+             "time": now_iso(), "fieldsType": "FieldsV1", "fieldsV1": fields}
+    if subresource:
+        entry["subresource"] = subresource
+    return entry
+
+
+def _union(a, b):
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _union(out.get(k, {}), v) if k in out else copy.deepcopy(v)
+    return out
+
+
+def _manager_from_agent(agent):
+    if not agent:
+        return "unknown"
+    return agent.split("/", 1)[0].split(" ", 1)[0] or "unknown"
+
+
+def _strip_generation(res, obj):
+    if res.kind not in GENERATION_KINDS:
+        obj.get("metadata", {}).pop("generation", None)
+    return obj
+
+
+# -- request handler ---------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kubesim"
+    sys_version = ""
+
+    def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler signature
+        pass
+
+    @property
+    def api(self):
+        return self.server.api
+
+    def setup(self):
+        super().setup()
+        self.connection.settimeout(120)
+
+    def handle(self):
+        try:
+            self.connection.do_handshake()
+        except (ssl.SSLError, OSError):
+            return
+        try:
+            super().handle()
+        except (ssl.SSLError, ConnectionError, socket.timeout, OSError):
+            pass
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    # -- plumbing ------------------------------------------------------------
+    def _read_body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            return self.rfile.read(length)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                line = self.rfile.readline().strip()
+                size = int(line.split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                data += self.rfile.read(size)
+                self.rfile.readline()
+            return data
+        return b""
+
+    def _send(self, code, body, content_type="application/json", warnings=()):
+        if isinstance(body, (dict, list)):
+            data = json.dumps(body).encode()
+        elif isinstance(body, str):
+            data = body.encode()
+        else:
+            data = body
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Audit-Id", self._audit_id)
+        for w in warnings:
+            self.send_header("Warning", '299 - "%s"' % w.replace('"', '\\"'))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        self._status = code
+
+    def _send_error(self, err):
+        self._send(err.code, status_body(err.code, err.reason, err.message, err.details))
+
+    def _dispatch(self, method):
+        self._audit_id = secrets.token_hex(8)
+        self._status = None
+        parsed = urllib.parse.urlsplit(self.path)
+        path = parsed.path
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        try:
+            body = self._read_body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        except (ValueError, OSError):
+            body = b""
+        admin = path.startswith("/kubesim/")
+        try:
+            if self.headers.get("Authorization") != "Bearer " + self.api.token:
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            latency = self.api.config.latency_ms
+            if latency and not admin:
+                time.sleep(latency / 1000.0)
+            if admin:
+                self._admin(method, path, query, body)
+            else:
+                self._route(method, path, query, body, content_type)
+        except ApiError as e:
+            self._send_error(e)
+        except StoreError as e:
+            res = resources.by_store_key(e.resource) if e.resource else None
+            details = _details(res, e.name) if res else None
+            self._send_error(ApiError(e.code, e.reason, e.message, details))
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            self._status = self._status or 499
+        except Exception as e:  # noqa: BLE001 - a server answers 500, it does not die
+            try:
+                self._send_error(ApiError(500, "InternalError", "Internal error occurred: %s" % e))
+            except OSError:
+                pass
+        finally:
+            if not admin:
+                self.api.log_request({"method": method, "path": path, "query": parsed.query,
+                                      "content_type": content_type, "status": self._status,
+                                      "user_agent": self.headers.get("User-Agent", ""),
+                                      "accept": self.headers.get("Accept", "")})
+
+    # -- admin endpoints (tests only) ---------------------------------------------
+    def _admin(self, method, path, query, body):
+        api = self.api
+        if path == "/kubesim/objects":
+            if query.get("resource"):
+                items, _ = api.store.list(query["resource"], query.get("namespace") or None)
+            else:
+                items = [{"resource": r, "object": o} for r, o in api.store.all_objects()]
+            return self._send(200, {"items": items})
+        if path == "/kubesim/requests":
+            with api.requests_lock:
+                return self._send(200, {"items": list(api.requests)})
+        if path == "/kubesim/config" and method == "POST":
+            data = json.loads(body or b"{}")
+            with api.config.lock:
+                if "faults" in data:
+                    api.config.faults = [Fault.parse(f) for f in data["faults"]]
+                for k in ("image_pull_fail", "crash"):
+                    if k in data:
+                        setattr(api.config, k, list(data[k]))
+                for k in ("ready_delay", "latency_ms"):
+                    if k in data:
+                        setattr(api.config, k, data[k])
+            return self._send(200, {"ok": True})
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    # -- routing ------------------------------------------------------------------
+    def _route(self, method, path, query, body, content_type):
+        parts = [p for p in path.split("/") if p]
+        if path in ("/healthz", "/readyz", "/livez"):
+            return self._send(200, "ok", "text/plain")
+        if path == "/version":
+            return self._send(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "kubesim",
+                                    "gitTreeState": "clean", "buildDate": "2024-12-11T00:00:00Z",
+                                    "goVersion": "go1.23.3", "compiler": "gc", "platform": "linux/amd64"})
+        if path == "/api":
+            return self._send(200, resources.api_versions())
+        if path == "/apis":
+            return self._send(200, resources.api_group_list())
+        if path == "/openapi/v3":
+            paths = {"api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=KUBESIM01"}}
+            for g in resources.GROUPS:
+                paths["apis/%s/v1" % g] = {"serverRelativeURL": "/openapi/v3/apis/%s/v1?hash=KUBESIM01" % g}
+            return self._send(200, {"paths": paths})
+        if parts[:2] == ["openapi", "v3"]:
+            rest = parts[2:]
+            if rest == ["api", "v1"]:
+                return self._send(200, self.api.openapi_v3("", "v1"))
+            if len(rest) == 3 and rest[0] == "apis" and rest[1] in resources.GROUPS and rest[2] == "v1":
+                return self._send(200, self.api.openapi_v3(rest[1], "v1"))
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if parts[:1] == ["api"]:
+            if len(parts) == 2 and parts[1] == "v1":
+                return self._send(200, resources.resource_list("", "v1"))
+            group, version, rest = "", parts[1] if len(parts) > 1 else "", parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 2:
+            if len(parts) == 2:
+                if parts[1] in resources.GROUPS:
+                    return self._send(200, resources.api_group(parts[1]))
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            if len(parts) == 3:
+                if parts[1] in resources.GROUPS and parts[2] == "v1":
+                    return self._send(200, resources.resource_list(parts[1], "v1"))
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        namespace = None
+        if len(rest) >= 3 and rest[0] == "namespaces" and resources.find(group, version, rest[2]):
+            namespace, rest = rest[1], rest[2:]
+        if not rest:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        res = resources.find(group, version, rest[0])
+        if res is None or len(rest) > 3 or (namespace is not None and not res.namespaced):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if sub and sub not in res.subresources:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        for fault in list(self.api.config.faults):
+            if fault.matches(method, res.name, sub):
+                with self.api.config.lock:
+                    if fault.count is not None:
+                        fault.count -= 1
+                reason = REASONS.get(fault.status, "InternalError")
+                msg = "Internal error occurred: injected fault" if fault.status == 500 else "injected fault"
+                raise ApiError(fault.status, reason, msg, _details(res, name) if name else None)
+        handler = Request(self, res, namespace, name, sub, query, body, content_type)
+        return handler.run(method)
+
+
+class Request:
+    """One resource request."""
+
+    def __init__(self, http, res, namespace, name, sub, query, body, content_type):
+        self.http = http
+        self.api = http.api
+        self.store = http.api.store
+        self.res = res
+        self.key = resources.store_key(res)
+        self.namespace = namespace
+        self.name = name
+        self.sub = sub
+        self.query = query
+        self.body = body
+        self.content_type = content_type
+        self.warnings = []
+        self.dry_run = query.get("dryRun") == "All"
+        self.manager = query.get("fieldManager") or _manager_from_agent(http.headers.get("User-Agent"))
+
+    def run(self, method):
+        res = self.res
+        if res.namespaced and self.namespace is None and method in ("POST", "PUT", "PATCH", "DELETE"):
+            raise ApiError(405 if self.name is None else 404, "NotFound",
+                           "the server could not find the requested resource")
+        if self.name is None:
+            if method == "GET":
+                truthy = ("true", "1")
+                return self.watch() if self.query.get("watch", "").lower() in truthy else self.list()
+            if method == "POST":
+                return self.create()
+            if method == "DELETE":
+                return self.delete_collection()
+        else:
+            if method == "GET":
+                return self.get()
+            if method == "PUT":
+                return self.update()
+            if method == "PATCH":
+                return self.patch()
+            if method == "DELETE" and not self.sub:
+                return self.delete()
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    def reply(self, code, obj):
+        self.http._send(code, obj, warnings=self.warnings)
+
+    def out(self, obj):
+        obj = copy.deepcopy(obj)
+        obj.setdefault("apiVersion", resources.api_version_of(self.res))
+        obj.setdefault("kind", self.res.kind)
+        return _strip_generation(self.res, obj)
+
+    # -- body decoding & validation ------------------------------------------------
+    def decode(self, yaml_ok=False):
+        ct = self.content_type
+        self.duplicates = []
+        if ct == "application/vnd.kubernetes.protobuf":
+            try:
+                return protobuf.decode(self.body)
+            except protobuf.ProtobufError as e:
+                raise ApiError(415, "UnsupportedMediaType", str(e))
+        try:
+            text = self.body.decode("utf-8")
+            if yaml_ok:
+                return yaml.safe_load(text)
+            try:
+                return json.loads(text, object_pairs_hook=_no_duplicates)
+            except DuplicateField as e:
+                self.duplicates.append(e.args[0])
+                return json.loads(text)
+        except (ValueError, yaml.YAMLError) as e:
+            if yaml_ok:
+                raise bad_request("error decoding YAML: %s" % e)
+            raise bad_request("the body of the request was in an unknown format - accepted media types include: "
+                              "application/json, application/yaml")
+
+    def check_type(self, obj, expect_kind=None):
+        if not isinstance(obj, dict):
+            raise bad_request("Object 'Kind' is missing in '%s'" % json.dumps(obj)[:200])
+        kind = expect_kind or self.res.kind
+        api_version = "autoscaling/v1" if kind == "Scale" else resources.api_version_of(self.res)
+        if obj.get("kind") and obj.get("kind") != kind:
+            raise bad_request("%s in version \"%s\" cannot be handled as a %s: the object provided is unrecognized "
+                              "(must be of type %s): %s" % (obj.get("kind"), self.res.version, kind, kind,
+                                                           'couldn\'t find type: %s' % obj.get("kind")))
+        if obj.get("apiVersion") and obj.get("apiVersion") != api_version:
+            raise bad_request("the API version in the data (%s) does not match the expected API version (%s)"
+                              % (obj.get("apiVersion"), api_version))
+        meta = obj.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            self._field_problems([], [("metadata", _json_kind(meta), "ObjectMeta", kind)])
+        if self.res.namespaced and isinstance(meta, dict) and meta.get("namespace") and self.namespace and \
+                meta["namespace"] != self.namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+
+    def field_validation(self, obj, kind=None, group=None, version="v1"):
+        kind = kind or self.res.kind
+        group = self.res.group if group is None else group
+        node = schema.kind_schema(group, version, kind)
+        if node is None:
+            return
+        report = schema.check_fields(obj, node)
+        self._field_problems(report.unknown, report.type_errors, getattr(self, "duplicates", None))
+
+    def _field_problems(self, unknown, type_errors, duplicates=None):
+        kind = self.res.kind
+        head = '%s in version "%s" cannot be handled as a %s: ' % (kind, self.res.version, kind)
+        if type_errors:
+            path, jt, gt, struct = type_errors[0]
+            raise bad_request(head + "json: cannot unmarshal %s into Go struct field %s.%s of type %s"
+                              % (jt, struct or kind, path, gt))
+        mode = self.query.get("fieldValidation") or "Warn"
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise bad_request('Invalid fieldValidation value: %s' % mode)
+        problems = ['unknown field "%s"' % u for u in unknown]
+        problems = ['duplicate field "%s"' % d for d in duplicates or []] + problems
+        if not problems or mode == "Ignore":
+            return
+        if mode == "Strict":
+            raise bad_request(head + "strict decoding error: " + ", ".join(problems))
+        self.warnings.extend(problems)
+
+    # -- verbs ---------------------------------------------------------------------------
+    def get(self):
+        obj = self.store.get(self.key, self.namespace, self.name)
+        if self.sub == "scale":
+            return self.reply(200, self.scale_of(obj))
+        return self.reply(200, self.out(obj))
+
+    def _matchers(self):
+        lm = label_matcher(self.query.get("labelSelector"))
+        fm = field_matcher(self.query.get("fieldSelector"))
+        return lambda o: lm(o["metadata"].get("labels")) and fm(o)
+
+    def list(self):
+        items, rv = self.store.list(self.key, self.namespace, self._matchers())
+        out = []
+        for o in items:
+            o = self.out(o)
+            o.pop("apiVersion", None)
+            o.pop("kind", None)
+            out.append(o)
+        return self.reply(200, {"kind": self.res.kind + "List", "apiVersion": resources.api_version_of(self.res),
+                                "metadata": {"resourceVersion": rv}, "items": out})
+
+    def watch(self):
+        match = self._matchers()
+        rv = self.query.get("resourceVersion")
+        timeout = float(self.query.get("timeoutSeconds") or 1800)
+        deadline = time.monotonic() + timeout
+        initial = []
+        with self.store.lock:
+            if rv in (None, "", "0"):
+                items, _ = self.store.list(self.key, self.namespace)
+                initial = [("ADDED", o) for o in items]
+                q = self.store.watch(self.key, self.namespace)
+            else:
+                oldest = self.store._history[0][0] if self.store._history else None
+                if oldest is not None and int(rv) < oldest - 1 and int(rv) < int(self.store.resource_version):
+                    q = None
+                else:
+                    q = self.store.watch(self.key, self.namespace, since_rv=rv)
+        http = self.http
+        http.send_response(200)
+        http.send_header("Content-Type", "application/json")
+        http.send_header("Transfer-Encoding", "chunked")
+        http.send_header("Cache-Control", "no-cache, private")
+        http.end_headers()
+        http._status = 200
+
+        def send(event):
+            data = (json.dumps(event) + "\n").encode()
+            http.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            http.wfile.flush()
+
+        try:
+            if q is None:
+                send({"type": "ERROR", "object": status_body(410, "Expired", "too old resource version: %s" % rv)})
+                return
+            for et, obj in initial:
+                if match(obj):
+                    send({"type": et, "object": self.out(obj)})
+            while not self.api._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    et, obj = q.get(timeout=min(left, 1.0))
+                except queue.Empty:
+                    continue
+                if match(obj):
+                    send({"type": et, "object": self.out(obj)})
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            http.close_connection = True
+            return
+        finally:
+            if q is not None:
+                self.store.unwatch(q)
+        try:
+            http.wfile.write(b"0\r\n\r\n")
+            http.wfile.flush()
+        except OSError:
+            http.close_connection = True
+
+    def create(self):
+        if self.sub:
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        obj = self.decode()
+        self.check_type(obj)
+        self.field_validation(obj)
+        obj.pop("status", None) if self.res.name not in ("events",) else None
+        out = self.api.create_object(self.res, self.namespace, obj, self.manager, self.dry_run)
+        return self.reply(201, self.out(out))
+
+    def _prepare_update(self, new, old):
+        """Defaults, validation and admission of an update (PUT/PATCH)."""
+        res = self.res
+        meta = new.setdefault("metadata", {})
+        if self.sub is None:
+            validation.apply_defaults(res.kind, new, self.store)
+            if res.name == "namespaces":
+                new["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = self.name
+            causes = validation.validate(res.kind, new, old=old, store=self.store)
+            if causes:
+                raise invalid_error(res, self.name, causes)
+            if res.name == "persistentvolumeclaims":
+                msg = validation.pvc_resize_forbidden(new, old, self.store)
+                if msg:
+                    raise ApiError(403, "Forbidden", 'persistentvolumeclaims "%s" is forbidden: %s' % (self.name, msg),
+                                   _details(res, self.name))
+            if res.name == "services":
+                new.setdefault("spec", {})
+                for k in ("clusterIP", "clusterIPs"):
+                    if k in (old.get("spec") or {}) and not new["spec"].get(k):
+                        new["spec"][k] = old["spec"][k]
+        meta["namespace"] = old["metadata"].get("namespace")
+        if not res.namespaced:
+            meta.pop("namespace", None)
+        return new
+
+    def _store_update(self, new, old, operation="Update", fields=None, check_rv=True):
+        if fields is not None:
+            new["metadata"]["managedFields"] = _record_manager(
+                old["metadata"].get("managedFields") or [], self.manager, operation, self.res, fields, self.sub)
+        if self.dry_run:
+            return new
+        if self.sub == "status":
+            new["metadata"] = copy.deepcopy(old["metadata"])
+            new["metadata"]["resourceVersion"] = (new.get("metadata") or {}).get("resourceVersion") or \
+                old["metadata"]["resourceVersion"]
+            return self.store.update(self.key, new, subresource="status", check_rv=check_rv)
+        if old["metadata"].get("deletionTimestamp") and self.res.name == "namespaces":
+            new.setdefault("status", {})["phase"] = "Terminating"
+        return self.store.update(self.key, new, check_rv=check_rv)
+
+    def update(self):
+        obj = self.decode()
+        if self.sub == "scale":
+            self.check_type(obj, "Scale")
+            return self._scale_write(obj)
+        self.check_type(obj)
+        self.field_validation(obj)
+        meta = obj.get("metadata") or {}
+        if meta.get("name") and meta["name"] != self.name:
+            raise bad_request("the name of the object (%s) does not match the name on the URL (%s)"
+                              % (meta["name"], self.name))
+        old = self.store.get(self.key, self.namespace, self.name)
+        obj.setdefault("metadata", {})["name"] = self.name
+        obj["apiVersion"], obj["kind"] = resources.api_version_of(self.res), self.res.kind
+        if self.sub == "finalize":
+            self.sub = None
+        new = self._prepare_update(obj, old)
+        node = schema.kind_schema(self.res.group, self.res.version, self.res.kind)
+        fields = patch.field_set(obj.get("status", {}) if self.sub == "status" else _without_status(obj), node)
+        out = self._store_update(new, old, fields=fields)
+        return self.reply(200, self.out(out))
+
+    def patch(self):
+        ct = self.content_type
+        if ct not in PATCH_TYPES:
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                           "accepted media types include: " + ", ".join(PATCH_TYPES))
+        if ct == "application/apply-patch+yaml":
+            return self.apply()
+        data = self.decode()
+        old = self.store.get(self.key, self.namespace, self.name)
+        if self.sub == "scale":
+            current = self.scale_of(old)
+            node = schema.kind_schema("autoscaling", "v1", "Scale")
+            new_scale = self._apply_patch(ct, current, data, node)
+            return self._scale_write(new_scale, old)
+        node = schema.kind_schema(self.res.group, self.res.version, self.res.kind)
+        current = self.out(old)
+        if ct == "application/strategic-merge-patch+json":
+            if not isinstance(data, dict):
+                raise bad_request("cannot unmarshal a patch that is not an object")
+        new = self._apply_patch(ct, current, data, node)
+        if not isinstance(new, dict):
+            raise bad_request("patch produced a non-object")
+        self.check_type(new)
+        self.field_validation(new)
+        new_meta = new.setdefault("metadata", {})
+        if new_meta.get("name") != self.name:
+            raise bad_request("the name of the object (%s) does not match the name on the URL (%s)"
+                              % (new_meta.get("name"), self.name))
+        check_rv = isinstance(data, dict) and bool((data.get("metadata") or {}).get("resourceVersion"))
+        if not check_rv:
+            new_meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+        new = self._prepare_update(new, old)
+        fields = patch.field_set(data if isinstance(data, dict) else {}, node)
+        if self.sub == "status":
+            fields = fields.get("f:status", {})
+        out = self._store_update(new, old, fields=fields, check_rv=True)
+        return self.reply(200, self.out(out))
+
+    def _apply_patch(self, ct, current, data, node):
+        try:
+            if ct == "application/json-patch+json":
+                return patch.json_patch(current, data)
+            if ct == "application/merge-patch+json":
+                return patch.merge_patch(current, data)
+            return patch.strategic_merge(current, data, node)
+        except patch.PatchError as e:
+            if ct == "application/json-patch+json":
+                raise ApiError(422, "Invalid", str(e))
+            raise bad_request(str(e))
+
+    def apply(self):
+        data = self.decode(yaml_ok=True)
+        if not self.query.get("fieldManager"):
+            raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                           "is required for apply patch",
+                           {"group": "meta.k8s.io", "kind": "PatchOptions",
+                            "causes": [{"reason": "FieldValueRequired", "message": "Required value: is required "
+                                        "for apply patch", "field": "fieldManager"}]})
+        if self.sub:
+            raise ApiError(405, "MethodNotAllowed", "server-side apply of subresources is not supported by kubesim")
+        self.check_type(data)
+        if not data.get("apiVersion") or not data.get("kind"):
+            raise bad_request("invalid object type: /, Kind=")
+        meta = data.setdefault("metadata", {}) if isinstance(data.get("metadata"), dict) else None
+        if meta is None or meta.get("name") not in (None, self.name):
+            raise bad_request("the name of the object (%s) does not match the name on the URL (%s)"
+                              % ((meta or {}).get("name"), self.name))
+        self.field_validation(data)
+        node = schema.kind_schema(self.res.group, self.res.version, self.res.kind)
+        applied = copy.deepcopy(data)
+        applied["metadata"].pop("managedFields", None)
+        new_fs = patch.field_set(_without_status(applied), node)
+        force = self.query.get("force", "").lower() in ("true", "1")
+        try:
+            old = self.store.get(self.key, self.namespace, self.name)
+        except NotFound:
+            obj = copy.deepcopy(applied)
+            obj["metadata"]["name"] = self.name
+            obj.pop("status", None)
+            out = self.api.create_object(self.res, self.namespace, obj, None, self.dry_run)
+            if not self.dry_run:
+                def set_owner(o):
+                    o["metadata"]["managedFields"] = [_managed_entry(self.manager, "Apply", self.res, new_fs)]
+                out = self.store.mutate(self.key, self.namespace, self.name, set_owner)
+            return self.reply(201, self.out(out))
+        managed = copy.deepcopy(old["metadata"].get("managedFields") or [])
+        mine = next((m for m in managed if m.get("manager") == self.manager and m.get("operation") == "Apply"
+                     and not m.get("subresource")), None)
+        others = [m for m in managed if m is not mine and not m.get("subresource")]
+        current = self.out(old)
+        conflicts = []
+        for other in others:
+            if other.get("operation") != "Apply":
+                continue
+            ofs = other.get("fieldsV1") or {}
+            for p in patch.leaf_paths(new_fs):
+                sub = patch._lookup(ofs, p)
+                if sub == {} and patch._lookup(new_fs, p) == {}:
+                    if patch.value_at(current, p) != patch.value_at(applied, p):
+                        conflicts.append((other, p))
+        if conflicts and not force:
+            causes = [{"reason": "FieldManagerConflict",
+                       "message": 'conflict with "%s" using %s' % (o["manager"], o.get("apiVersion")),
+                       "field": patch.path_to_field(p)} for o, p in conflicts]
+            msg = "Apply failed with %d conflict%s: %s" % (
+                len(causes), "" if len(causes) == 1 else "s",
+                "; ".join("%s: %s" % (c["message"], c["field"]) for c in causes))
+            raise ApiError(409, "Conflict", msg, dict(_details(self.res, self.name, self.res.kind), causes=causes))
+        for other, p in conflicts:
+            _remove_fs_path(other.get("fieldsV1") or {}, p)
+        merged = patch.strategic_merge(current, _without_status(applied), node)
+        if mine is not None:
+            for p in patch.removed_paths(mine.get("fieldsV1") or {}, new_fs,
+                                         [m.get("fieldsV1") or {} for m in others]):
+                patch.remove_path(merged, p)
+        merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+        merged["metadata"]["name"] = self.name
+        new = self._prepare_update(merged, old)
+        managed = [m for m in managed if m is not mine]
+        managed.append(_managed_entry(self.manager, "Apply", self.res, new_fs))
+        new["metadata"]["managedFields"] = managed
+        out = new if self.dry_run else self.store.update(self.key, new)
+        return self.reply(200, self.out(out))
+
+    def _scale_write(self, scale, old=None):
+        if old is None:
+            old = self.store.get(self.key, self.namespace, self.name)
+        report = schema.check_fields(scale, schema.kind_schema("autoscaling", "v1", "Scale"))
+        self._field_problems(report.unknown, report.type_errors)
+        replicas = (scale.get("spec") or {}).get("replicas", 0)
+        if not isinstance(replicas, int) or replicas < 0:
+            raise ApiError(422, "Invalid", 'Scale.autoscaling "%s" is invalid: spec.replicas: Invalid value: %s: '
+                           "must be greater than or equal to 0" % (self.name, replicas),
+                           {"name": self.name, "group": "autoscaling", "kind": "Scale",
+                            "causes": [{"reason": "FieldValueInvalid", "field": "spec.replicas",
+                                        "message": "Invalid value: %s: must be greater than or equal to 0"
+                                        % replicas}]})
+        rv = (scale.get("metadata") or {}).get("resourceVersion")
+        new = copy.deepcopy(old)
+        new["spec"]["replicas"] = replicas
+        if rv:
+            new["metadata"]["resourceVersion"] = rv
+        new["metadata"]["managedFields"] = _record_manager(
+            old["metadata"].get("managedFields") or [], self.manager, "Update", self.res,
+            {"f:spec": {"f:replicas": {}}}, "scale")
+        out = new if self.dry_run else self.store.update(self.key, new, check_rv=bool(rv))
+        return self.reply(200, self.scale_of(out))
+
+    def scale_of(self, obj):
+        sel = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        meta = obj["metadata"]
+        return {
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": ",".join("%s=%s" % kv for kv in sorted(sel.items()))},
+        }
+
+    def _delete_options(self):
+        policy = self.query.get("propagationPolicy")
+        if self.body:
+            try:
+                opts = json.loads(self.body)
+            except ValueError:
+                raise bad_request("the body of the request was in an unknown format")
+            if isinstance(opts, dict):
+                policy = opts.get("propagationPolicy") or policy
+                if opts.get("orphanDependents") is True:
+                    policy = "Orphan"
+                pre = opts.get("preconditions") or {}
+                if pre:
+                    cur = self.store.get(self.key, self.namespace, self.name) if self.name else None
+                    if cur is not None:
+                        for k in ("uid", "resourceVersion"):
+                            if pre.get(k) and pre[k] != cur["metadata"].get(k):
+                                raise Conflict(
+                                    'Operation cannot be fulfilled on %s "%s": Precondition failed: %s in '
+                                    "precondition: %s, %s in object meta: %s" % (
+                                        display_name(self.key), self.name, k.upper() if k == "uid" else k,
+                                        pre[k], k.upper() if k == "uid" else k, cur["metadata"].get(k)),
+                                    self.key, self.name)
+        if policy not in (None, "Foreground", "Background", "Orphan"):
+            raise ApiError(422, "Invalid", 'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported '
+                           'value: "%s": supported values: "Foreground", "Background", "Orphan", "nil"' % policy)
+        return policy
+
+    def delete(self):
+        policy = self._delete_options()
+        if self.res.namespaced and not self.store.exists("namespaces", None, self.namespace):
+            raise not_found(self.res, self.name)
+        out = self.api.delete_object(self.res, self.namespace, self.name, policy, self.dry_run)
+        if self.res.name == "namespaces" or self.res.kind in ("Pod",):
+            return self.reply(200, self.out(out))
+        if self.res.kind in GENERATION_KINDS or self.res.name in ("services", "persistentvolumeclaims"):
+            return self.reply(200, self.out(out))
+        return self.reply(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                "details": _details(self.res, self.name, self.res.name)
+                                | {"uid": out["metadata"].get("uid")}})
+
+    def delete_collection(self):
+        policy = self._delete_options()
+        items, rv = self.store.list(self.key, self.namespace, self._matchers())
+        deleted = []
+        for o in items:
+            try:
+                deleted.append(self.out(self.api.delete_object(self.res, self.namespace,
+                                                               o["metadata"]["name"], policy, self.dry_run)))
+            except (NotFound, ApiError):
+                pass
+        return self.reply(200, {"kind": self.res.kind + "List", "apiVersion": resources.api_version_of(self.res),
+                                "metadata": {"resourceVersion": self.store.resource_version}, "items": deleted})
+
+
+def _remove_fs_path(fs, path):
+    cur = fs
+    for key in path[:-1]:
+        cur = cur.get(key)
+        if not isinstance(cur, dict):
+            return
+    cur.pop(path[-1], None)
+
+
+def _record_manager(managed, manager, operation, res, fields, subresource=None):
+    managed = copy.deepcopy(managed)
+    for m in managed:
+        if m.get("manager") == manager and m.get("operation") == operation and m.get("subresource") == subresource:
+            m["fieldsV1"] = _union(m.get("fieldsV1") or {}, fields)
+            m["time"] = now_iso()
+            return managed
+    if fields:
+        managed.append(_managed_entry(manager, operation, res, fields, subresource))
+    return managed
+
+
+class DuplicateField(ValueError):
+    pass
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateField(k)
+        out[k] = v
+    return out
+
+
+def _json_kind(value):
+    return {dict: "object", list: "array", str: "string", bool: "bool"}.get(type(value), "number")
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc)
