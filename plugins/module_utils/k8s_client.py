@@ -18,8 +18,9 @@ import json
 import os
 
 try:
+    # ApiException is re-exported for the modules
     import kubernetes
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.rest import ApiException  # pylint: disable=unused-import
     HAS_KUBERNETES = True
     KUBERNETES_IMPORT_ERROR = None
 except ImportError as _exc:  # pragma: no cover - reported by the modules

@@ -416,7 +416,7 @@ class _WatchFeeder(threading.Thread):
                 self.events.put((self.kind, "ERROR", api_error_message(exc)))
                 self.stop_event.wait(1.0)
                 self.resource_version = None
-            except Exception as exc:  # connection reset, read timeout: reconnect after a short pause
+            except Exception as exc:  # pylint: disable=duplicate-except  # connection reset, read timeout: reconnect
                 if self.stop_event.is_set():
                     break
                 self.events.put((self.kind, "ERROR", "%s: %s" % (type(exc).__name__, exc)))
@@ -548,4 +548,3 @@ class RolloutWaiter:
             stop.set()
             for feeder in feeders:
                 feeder.halt()
-

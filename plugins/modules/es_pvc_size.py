@@ -15,7 +15,7 @@ description:
   - Finds every existing PVC of O(statefulset) (C(<template>-<statefulset>-<ordinal>) for each
     volumeClaimTemplate and each ordinal up to the larger of C(spec.replicas) and the highest existing
     ordinal) and sets its C(spec.resources.requests.storage) to O(size) with a JSON merge patch.
-  - Checks every PVC before patching any: a request smaller than a PVC's current size is refused
+  - Checks every PVC before patching any. A request smaller than a PVC's current size is refused
     (PVCs cannot shrink), and so is a growth whose StorageClass does not allow volume expansion.
     Nothing is half done.
   - The StatefulSet's volumeClaimTemplates are immutable and are not changed; claims created later
@@ -23,7 +23,7 @@ description:
   - Idempotent; in check mode reports what would change without patching.
 version_added: "1.0.0"
 author:
-  - yunpeng.es_serverless contributors
+  - ES Serverless platform team (@yunpeng)
 extends_documentation_fragment:
   - yunpeng.es_serverless.k8s_auth
 options:

@@ -25,7 +25,7 @@ description:
   - In check mode the state is evaluated once, without waiting; only a doomed pod fails.
 version_added: "1.0.0"
 author:
-  - yunpeng.es_serverless contributors
+  - ES Serverless platform team (@yunpeng)
 extends_documentation_fragment:
   - yunpeng.es_serverless.k8s_auth
 options:
