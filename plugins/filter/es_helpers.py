@@ -1,45 +1,10 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Small filters for the stage roles: registry mirror rewriting, name references."""
+"""Small filters for the stage roles. Their documentation is in the .yml files beside this one."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
-
-DOCUMENTATION = r"""
-name: mirror_image
-short_description: Rewrite an image reference to pull through a registry mirror
-version_added: 0.1.0
-description:
-  - Replaces the registry host of an image reference with O(mirror). A reference
-    without a registry host (Docker Hub) gets the mirror prefixed, official images
-    under C(library/). An empty mirror returns the image unchanged.
-  - Also provides C(name_refs) (a list of names into C([{name: ...}])), C(object_ref)
-    (kind, api_version, name, namespace of a Kubernetes object) and C(heap_options)
-    (C(-Xms)/C(-Xmx) for half a memory limit).
-options:
-  _input:
-    description: Image reference.
-    type: str
-    required: true
-  mirror:
-    description: Registry host (and optional path prefix) of the mirror.
-    type: str
-    required: true
-"""
-
-EXAMPLES = r"""
-- name: Mirror the Elasticsearch image
-  ansible.builtin.debug:
-    msg: "{{ 'docker.elastic.co/elasticsearch/elasticsearch:8.15.3' | yunpeng.es_serverless.mirror_image('mirror.local:5000') }}"
-    # mirror.local:5000/elasticsearch/elasticsearch:8.15.3
-"""
-
-RETURN = r"""
-_value:
-  description: The image reference to pull.
-  type: str
-"""
 
 from decimal import Decimal
 

@@ -1,0 +1,141 @@
+"""Helpers for the integration tests: run the real create playbook against a
+running simulator (or the cluster KUBECONFIG names) and read what it left."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+
+MESSAGES = {
+    "starting": "Starting cluster creation",
+    "namespace_created": "Namespace created successfully",
+    "gitlab_pulled": "GitLab resources pulled successfully",
+    "k8s_applied": "Kubernetes resources applied successfully",
+    "resources_configured": "Cluster resources configured successfully",
+    "rollout_completed": "Cluster rollout completed successfully",
+    "tenant_synced": "Data synced to tenant container management",
+    "completed": "Cluster creation completed successfully",
+}
+SKIPPED_GITLAB = "GitLab pull skipped: no GitLab URL configured"
+
+
+def tenant_vars(user="test_user", service="test_service", namespace="es-test", **extra):
+    v = {
+        "es_user": user,
+        "es_service_name": service,
+        "es_namespace": namespace,
+        "es_replicas": 1,
+        "es_cpu_request": "500m",
+        "es_cpu_limit": "2",
+        "es_mem_request": "1Gi",
+        "es_mem_limit": "2Gi",
+        "es_disk_size": "10Gi",
+        "es_gpu_count": 0,
+        "es_dimension": 128,
+        "es_vector_count": 10000,
+        "es_index_limit": 100,
+        "es_tenant_org_id": "test-org",
+        "es_rollout_timeout": 120,
+    }
+    v.update(extra)
+    return v
+
+
+def run_playbook(kubeconfig, data_dir, extra_vars=None, inventory=None, args=(), env=None, timeout=600,
+                 playbook="playbooks/create_cluster.yml"):
+    """ansible-playbook exactly as an operator runs it from a checkout."""
+    varfile = os.path.join(data_dir, "..", "vars-%d.json" % time.monotonic_ns())
+    varfile = os.path.abspath(varfile)
+    with open(varfile, "w") as f:
+        json.dump(dict(extra_vars or {}, es_data_dir=data_dir), f)
+    cmd = [os.path.join(BIN, "ansible-playbook"), playbook, "-e", "@" + varfile]
+    if inventory:
+        cmd += ["-i", inventory]
+    cmd += list(args)
+    full_env = dict(os.environ)
+    full_env.pop("ANSIBLE_CONFIG", None)
+    full_env.update({"KUBECONFIG": kubeconfig, "PATH": BIN + os.pathsep + full_env.get("PATH", ""),
+                     "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
+    full_env.update(env or {})
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def output(proc):
+    return proc.stdout + proc.stderr
+
+
+def reports(data_dir, user=None, service=None):
+    """All report bodies in file-name order (optionally of one tenant)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(data_dir, "deployment_reports", "*.json"))):
+        with open(path) as f:
+            body = json.load(f)
+        if (user is None or body["user"] == user) and (service is None or body["service_name"] == service):
+            out.append((os.path.basename(path), body))
+    return out
+
+
+def log_lines(data_dir, log_file=None):
+    path = log_file or os.path.join(data_dir, "deployment.log")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def expected_log_line(report):
+    return "%s - User: %s, Service: %s, Namespace: %s, Status: %s, Message: %s" % (
+        report["timestamp"], report["user"], report["service_name"], report["namespace"], report["status"],
+        report["message"])
+
+
+def deployments(data_dir):
+    path = os.path.join(data_dir, "deployments.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def find_deployment(data_dir, user, service):
+    data = deployments(data_dir)
+    entries = data.get("deployments", data) if isinstance(data, dict) else data
+    if isinstance(entries, dict):
+        entries = list(entries.values())
+    for e in entries:
+        if e.get("user") == user and e.get("service_name") == service:
+            return e
+    return None
+
+
+def tenant_record(data_dir, user, service):
+    path = os.path.join(data_dir, "tenant_data", "%s_%s.json" % (user, service))
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def all_files_text(folder):
+    """Every byte under a folder, for 'this secret appears nowhere' checks."""
+    chunks = []
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                chunks.append(f.read().decode("utf-8", "replace"))
+    return "\n".join(chunks)
+
+
+def wait_for(predicate, timeout=30.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
