@@ -24,7 +24,7 @@ description:
     RV(overridden). Reads files only and changes nothing.
 version_added: "1.0.0"
 author:
-  - yunpeng.es_serverless contributors
+  - ES Serverless platform team (@yunpeng)
 options:
   required:
     description:

@@ -26,7 +26,7 @@ description:
   - Error messages name the URL, project and path, and never contain the token.
 version_added: "1.0.0"
 author:
-  - yunpeng.es_serverless contributors
+  - ES Serverless platform team (@yunpeng)
 requirements:
   - python-gitlab
 options:

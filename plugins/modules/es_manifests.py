@@ -13,7 +13,7 @@ module: es_manifests
 short_description: Load a tenant's Kubernetes manifests, confined to the tenant namespace
 description:
   - Reads C(.yml)/C(.yaml) (multi-document) and C(.json) manifests, for example those pulled from GitLab by
-    M(yunpeng.es_serverless.es_gitlab_pull), and expands C(kind: List) documents.
+    M(yunpeng.es_serverless.es_gitlab_pull), and expands documents of kind C(List).
   - Every object needs C(apiVersion), C(kind) and C(metadata.name).
   - Cluster-scoped kinds (C(Namespace), C(ClusterRole), C(CustomResourceDefinition), webhook
     configurations, C(PersistentVolume), C(StorageClass), C(PriorityClass), ...) are refused.
@@ -23,7 +23,7 @@ description:
   - Returns the definitions for a C(kubernetes.core.k8s) C(definition:) loop. Reads files only.
 version_added: "1.0.0"
 author:
-  - yunpeng.es_serverless contributors
+  - ES Serverless platform team (@yunpeng)
 options:
   paths:
     description:
