@@ -2,6 +2,8 @@
 ``python -m tests.gitlabsim [--tls] [--token TOKEN]``."""
 
 import argparse
+import signal
+import sys
 import time
 
 from tests.gitlabsim.server import sample_server
@@ -12,6 +14,7 @@ def main():
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a generated CA")
     parser.add_argument("--token", default="glpat-test-token-0123456789")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sim = sample_server(token=args.token, tls=args.tls).start()
     print("url=%s" % sim.url, flush=True)
     if sim.ca_path:
@@ -19,7 +22,7 @@ def main():
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         sim.stop()
