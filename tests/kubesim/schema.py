@@ -152,6 +152,12 @@ class FieldReport:
     def __init__(self):
         self.unknown = []  # field paths
         self.type_errors = []  # (path, json type, go type, struct name)
+        self.unknown_refs = []  # (containing dict, key) of each unknown field
+
+    def prune(self):
+        """Drop the unknown fields, as decoding into the typed object does."""
+        for container, key in self.unknown_refs:
+            container.pop(key, None)
 
 
 def _join(path, key):
@@ -190,6 +196,7 @@ def check_fields(obj, node, path="", report=None, struct="", skip_top=("apiVersi
                 check_fields(value, addl, _join(path, key), report, name)
             elif props is not None or addl is False:
                 report.unknown.append(_join(path, key))
+                report.unknown_refs.append((obj, key))
     elif isinstance(obj, list):
         items = node.get("items")
         if items:

@@ -36,6 +36,7 @@ try:  # the controllers are written separately; CRUD works without them
 except ImportError:  # pragma: no cover - only while controllers.py does not exist
     Controllers = None
 
+NAMESPACE_FINALIZE_DELAY = 1.0
 GENERATION_KINDS = {"StatefulSet", "Deployment", "ReplicaSet", "Job", "ControllerRevision"}
 WORKLOAD_ORDER = ["apps/statefulsets", "apps/deployments", "batch/jobs", "apps/replicasets", "pods"]
 REASONS = {
@@ -218,6 +219,7 @@ class ApiServer:
         self._threads = []
         self._openapi_cache = {}
         self._ip_counter = 10
+        self._terminating_since = {}
 
     # -- lifecycle ------------------------------------------------------------
     def start(self):
@@ -365,11 +367,17 @@ class ApiServer:
                 pass
 
     def finalize_namespaces(self):
+        """The namespace controller: a Terminating namespace loses its
+        objects (after ``NAMESPACE_FINALIZE_DELAY``), then goes away."""
         namespaces, _ = self.store.list("namespaces")
+        now = time.monotonic()
         for ns in namespaces:
             if not ns["metadata"].get("deletionTimestamp"):
                 continue
             name = ns["metadata"]["name"]
+            first_seen = self._terminating_since.setdefault(ns["metadata"]["uid"], now)
+            if now - first_seen < NAMESPACE_FINALIZE_DELAY:
+                continue
             remaining = 0
             keys = WORKLOAD_ORDER + [resources.store_key(r) for r in resources.RESOURCES
                                      if r.namespaced and resources.store_key(r) not in WORKLOAD_ORDER]
@@ -696,6 +704,7 @@ class _Handler(BaseHTTPRequestHandler):
             with api.config.lock:
                 if "faults" in data:
                     api.config.faults = [Fault.parse(f) for f in data["faults"]]
+                api.config.faults.extend(Fault.parse(f) for f in data.get("add_faults", []))
                 for k in ("image_pull_fail", "crash"):
                     if k in data:
                         setattr(api.config, k, list(data[k]))
@@ -873,6 +882,7 @@ class Request:
             return
         report = schema.check_fields(obj, node)
         self._field_problems(report.unknown, report.type_errors, getattr(self, "duplicates", None))
+        report.prune()
 
     def _field_problems(self, unknown, type_errors, duplicates=None):
         kind = self.res.kind
@@ -1030,6 +1040,17 @@ class Request:
         if self.sub == "scale":
             self.check_type(obj, "Scale")
             return self._scale_write(obj)
+        if self.sub == "status" and not (obj.get("metadata") or {}).get("resourceVersion"):
+            for attempt in range(20):
+                try:
+                    return self._update_once(copy.deepcopy(obj))
+                except Conflict:
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.01)
+        return self._update_once(obj)
+
+    def _update_once(self, obj):
         self.check_type(obj)
         self.field_validation(obj)
         meta = obj.get("metadata") or {}
@@ -1048,6 +1069,17 @@ class Request:
         return self.reply(200, self.out(out))
 
     def patch(self):
+        for attempt in range(20):
+            try:
+                return self._patch_once()
+            except Conflict:
+                if self.user_precondition or attempt == 19:
+                    raise
+                time.sleep(0.01)
+
+    user_precondition = False
+
+    def _patch_once(self):
         ct = self.content_type
         if ct not in PATCH_TYPES:
             raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
@@ -1076,6 +1108,7 @@ class Request:
             raise bad_request("the name of the object (%s) does not match the name on the URL (%s)"
                               % (new_meta.get("name"), self.name))
         check_rv = isinstance(data, dict) and bool((data.get("metadata") or {}).get("resourceVersion"))
+        self.user_precondition = check_rv
         if not check_rv:
             new_meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         new = self._prepare_update(new, old)
@@ -1098,6 +1131,15 @@ class Request:
             raise bad_request(str(e))
 
     def apply(self):
+        for attempt in range(20):
+            try:
+                return self._apply_once()
+            except Conflict as e:
+                if "Apply failed" in str(e) or attempt == 19:
+                    raise
+                time.sleep(0.01)
+
+    def _apply_once(self):
         data = self.decode(yaml_ok=True)
         if not self.query.get("fieldManager"):
             raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
@@ -1176,6 +1218,7 @@ class Request:
             old = self.store.get(self.key, self.namespace, self.name)
         report = schema.check_fields(scale, schema.kind_schema("autoscaling", "v1", "Scale"))
         self._field_problems(report.unknown, report.type_errors)
+        report.prune()
         replicas = (scale.get("spec") or {}).get("replicas", 0)
         if not isinstance(replicas, int) or replicas < 0:
             raise ApiError(422, "Invalid", 'Scale.autoscaling "%s" is invalid: spec.replicas: Invalid value: %s: '
@@ -1185,6 +1228,9 @@ class Request:
                                         "message": "Invalid value: %s: must be greater than or equal to 0"
                                         % replicas}]})
         rv = (scale.get("metadata") or {}).get("resourceVersion")
+        self.user_precondition = bool(rv) and self.http.command == "PUT"
+        if self.http.command == "PATCH" and rv == old["metadata"]["resourceVersion"]:
+            rv = None  # the patched Scale carries the current version; no precondition was asked for
         new = copy.deepcopy(old)
         new["spec"]["replicas"] = replicas
         if rv:
