@@ -627,12 +627,9 @@ def test_namespace_deletion_removes_everything(cluster):
     store.create("apps/deployments", kibana())
     wait_for(lambda: pod_is_ready(get(store, "pods", "elasticsearch-0")))
 
-    # the API server marks the namespace (deletionTimestamp, phase Terminating); the namespace
-    # controller empties and removes it
-    with store.lock:
-        store._objects[("namespaces", "", NS)]["metadata"]["deletionTimestamp"] = now_iso()
-    store.mutate("namespaces", None, NS, lambda o: o["status"].__setitem__("phase", "Terminating"),
-                 subresource="status")
+    # the API server marks the namespace Terminating; the namespace controller empties and removes it
+    store.mark_deleting("namespaces", None, NS, now_iso(),
+                        lambda o: o.setdefault("status", {}).update(phase="Terminating"))
     wait_for(lambda: not store.exists("namespaces", None, NS), timeout=5)
     time.sleep(0.3)
     leftovers = [(r, o["metadata"]["name"]) for r, o in store.all_objects() if o["metadata"].get("namespace") == NS]
