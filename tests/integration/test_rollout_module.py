@@ -130,7 +130,8 @@ def run_module(tmp_path, sim, module, args, check=False):
 # ---------------------------------------------------------------- es_rollout
 
 def test_rollout_success(tmp_path):
-    with KubeSim(ready_delay=0.5) as sim:
+    # pods become ready one after the other, seconds after the module starts: it has to wait for them
+    with KubeSim(ready_delay=4) as sim:
         create_tenant(sim, replicas=2)
         rc, result, _ = run_module(tmp_path, sim, "es_rollout", {"namespace": NS, "timeout": 120})
     assert rc == 0, result
@@ -143,7 +144,7 @@ def test_rollout_success(tmp_path):
     assert names[:2] == ["elasticsearch-0", "elasticsearch-1"]
     assert any(n.startswith("kibana-") for n in names)
     assert all(p["ready"] and p["phase"] == "Running" for p in result["pods"])
-    assert result["elapsed"] >= 0.5  # it really waited for the pods to become ready
+    assert result["elapsed"] >= 1  # it really waited for the pods to become ready
 
 
 def test_rollout_image_pull_failure_fails_fast(tmp_path):
