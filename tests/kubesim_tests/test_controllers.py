@@ -253,9 +253,6 @@ def test_statefulset_rolling_update_highest_ordinal_first(cluster):
 
     updated = store.mutate("apps/statefulsets", NS, "elasticsearch", set_resources)
     assert updated["metadata"]["generation"] == 2
-    # right after the change kubectl waits (either not observed yet, or a pod is down)
-    assert not sts_rollout_status(store.get("apps/statefulsets", NS, "elasticsearch"))[1] or \
-        sts_status(store)["updatedReplicas"] == 3
     statuses = []
 
     def done():
@@ -270,8 +267,8 @@ def test_statefulset_rolling_update_highest_ordinal_first(cluster):
     assert st["observedGeneration"] == 2
     assert st["updateRevision"] != old_rev and st["currentRevision"] == st["updateRevision"]
     assert st["updatedReplicas"] == st["currentReplicas"] == st["readyReplicas"] == 3
-    assert any("new pods have been updated" in m and not d for m, d in statuses) or any(
-        m.startswith("Waiting for") for m, _ in statuses)
+    waits = [m for m, d in statuses if not d]
+    assert waits and all(m.startswith("Waiting for") for m in waits)  # kubectl would have waited
     for i in range(3):
         p = store.get("pods", NS, "elasticsearch-%d" % i)
         assert p["metadata"]["labels"]["controller-revision-hash"] == st["updateRevision"]
@@ -449,6 +446,24 @@ def test_job_runs_to_completion(cluster):
     term = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 0 and term["reason"] == "Completed"
     assert pods[0]["metadata"]["labels"]["job-name"] == "register-repo"
+
+
+def test_job_fails_after_backoff_limit(cluster):
+    store, config, _ = cluster
+    config.crash.append("curl")
+    job = apply_defaults("Job", {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "register-repo", "namespace": NS},
+        "spec": {"backoffLimit": 1, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "curl", "image": "curlimages/curl:8.9.1"}]}}}})
+    store.create("batch/jobs", job)
+    failed = wait_for(lambda: cond(store.get("batch/jobs", NS, "register-repo"), "Failed")
+                      and store.get("batch/jobs", NS, "register-repo"))
+    assert cond(failed, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert failed["status"]["failed"] == 2 and "succeeded" not in failed["status"]
+    pods = store.list("pods", NS)[0]
+    assert len(pods) == 2 and all(p["status"]["phase"] == "Failed" for p in pods)
+    term = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 1 and term["reason"] == "Error"
 
 
 # -- scheduler ------------------------------------------------------------------------------------
@@ -639,7 +654,9 @@ def test_namespace_deletion_removes_everything(cluster):
 def test_idle_control_plane_uses_no_cpu(cluster):
     store, _, ctl = cluster
     store.create("apps/statefulsets", es_sts(replicas=1))
+    store.create("apps/deployments", kibana(replicas=2))
     wait_for(lambda: sts_rollout_status(store.get("apps/statefulsets", NS, "elasticsearch"))[1])
+    wait_for(lambda: deploy_rollout_status(store.get("apps/deployments", NS, "kibana"))[1])
     time.sleep(0.3)
     assert ctl.wait_idle()
     rv = store.resource_version
