@@ -635,6 +635,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Audit-Id", self._audit_id)
+        self._warnings = list(warnings)
         for w in warnings:
             self.send_header("Warning", '299 - "%s"' % w.replace('"', '\\"'))
         self.end_headers()
@@ -648,6 +649,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method):
         self._audit_id = secrets.token_hex(8)
         self._status = None
+        self._warnings = []
         parsed = urllib.parse.urlsplit(self.path)
         path = parsed.path
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
@@ -684,6 +686,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not admin:
                 self.api.log_request({"method": method, "path": path, "query": parsed.query,
                                       "content_type": content_type, "status": self._status,
+                                      "warnings": self._warnings,
                                       "user_agent": self.headers.get("User-Agent", ""),
                                       "accept": self.headers.get("Accept", "")})
 
