@@ -1,0 +1,207 @@
+"""The genuine kubectl binary, unchanged, against the simulator: the commands
+the platform scripts run, and the refusals a real server gives."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+pytest_plugins = ["tests.kubesim.pytest_plugin"]
+
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+
+STS = """
+apiVersion: v1
+kind: Service
+metadata: {name: elasticsearch, namespace: NS}
+spec:
+  clusterIP: None
+  selector: {app: elasticsearch}
+  ports: [{name: http, port: 9200}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: elasticsearch, namespace: NS}
+spec:
+  serviceName: elasticsearch
+  replicas: 1
+  selector: {matchLabels: {app: elasticsearch}}
+  template:
+    metadata: {labels: {app: elasticsearch}}
+    spec:
+      containers:
+      - name: elasticsearch
+        image: docker.elastic.co/elasticsearch/elasticsearch:8.15.0
+        resources: {requests: {cpu: "1", memory: 2Gi}, limits: {cpu: "2", memory: 4Gi}}
+        volumeMounts: [{name: elasticsearch-data, mountPath: /usr/share/elasticsearch/data}]
+  volumeClaimTemplates:
+  - metadata: {name: elasticsearch-data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 5Gi}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: kibana, namespace: NS}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: kibana}}
+  template:
+    metadata: {labels: {app: kibana}}
+    spec:
+      containers:
+      - name: kibana
+        image: docker.elastic.co/kibana/kibana:8.15.0
+"""
+
+GPU_PATCH = json.dumps({"spec": {"template": {"spec": {"containers": [{
+    "name": "elasticsearch",
+    "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}}]}}}})
+
+
+class Kubectl:
+    def __init__(self, sim):
+        self.sim = sim
+
+    def __call__(self, *args, stdin=None, check=True, timeout=120):
+        proc = subprocess.run([KUBECTL, "--kubeconfig", self.sim.kubeconfig] + list(args), input=stdin,
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError("kubectl %s failed (%d): %s%s" % (" ".join(args), proc.returncode, proc.stdout,
+                                                                    proc.stderr))
+        return proc
+
+    def json(self, *args):
+        return json.loads(self(*args, "-o", "json").stdout)
+
+
+@pytest.fixture
+def kubectl(kubesim_factory):
+    sim = kubesim_factory(ready_delay=0.2, node_gpus=1)
+    return Kubectl(sim)
+
+
+def deploy(kubectl, ns="es1"):
+    kubectl("create", "namespace", ns)
+    kubectl("apply", "-f", "-", stdin=STS.replace("NS", ns))
+
+
+def test_platform_script_commands(kubectl):
+    sim = kubectl.sim
+    assert kubectl("create", "namespace", "es1").stdout.strip() == "namespace/es1 created"
+    assert kubectl("label", "namespace", "es1", "es-cluster=true").stdout.strip() == "namespace/es1 labeled"
+    assert sim.get("namespaces", None, "es1")["metadata"]["labels"]["es-cluster"] == "true"
+    kubectl("apply", "-f", "-", stdin=STS.replace("NS", "es1"))
+    kubectl("-n", "es1", "annotate", "sts/elasticsearch", "es.yunpeng.cn/max-indices=100", "--overwrite")
+    sts = sim.get("apps/statefulsets", "es1", "elasticsearch")
+    assert sts["metadata"]["annotations"]["es.yunpeng.cn/max-indices"] == "100"
+    assert sts["metadata"]["generation"] == 1
+    kubectl("-n", "es1", "rollout", "status", "sts/elasticsearch", "--timeout=60s")
+    kubectl("-n", "es1", "rollout", "status", "deploy/kibana", "--timeout=60s")
+
+    out = kubectl("-n", "es1", "scale", "sts/elasticsearch", "--replicas", "2").stdout
+    assert out.strip() == "statefulset.apps/elasticsearch scaled"
+    assert sim.get("apps/statefulsets", "es1", "elasticsearch")["spec"]["replicas"] == 2
+
+    kubectl("-n", "es1", "set", "resources", "sts/elasticsearch", "--requests=cpu=2,memory=4Gi",
+            "--limits=cpu=4,memory=8Gi")
+    res = sim.get("apps/statefulsets", "es1", "elasticsearch")["spec"]["template"]["spec"]["containers"][0][
+        "resources"]
+    assert res == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}}
+
+    kubectl("-n", "es1", "patch", "pvc", "elasticsearch-data-elasticsearch-0", "-p",
+            '{"spec":{"resources":{"requests":{"storage":"10Gi"}}}}')
+    pvc = sim.get("persistentvolumeclaims", "es1", "elasticsearch-data-elasticsearch-0")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "10Gi"
+
+    kubectl("-n", "es1", "patch", "sts", "elasticsearch", "-p", GPU_PATCH)
+    sts = sim.get("apps/statefulsets", "es1", "elasticsearch")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "1"}
+    assert container["resources"]["requests"] == {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}
+    assert container["volumeMounts"] == [{"name": "elasticsearch-data", "mountPath": "/usr/share/elasticsearch/data"}]
+    assert sts["metadata"]["generation"] == 4
+    # strategic merge kept the template's other fields and the annotation set before
+    assert sts["metadata"]["annotations"]["es.yunpeng.cn/max-indices"] == "100"
+
+    got = kubectl.json("-n", "es1", "get", "sts", "elasticsearch")
+    assert got["spec"]["replicas"] == 2 and got["kind"] == "StatefulSet"
+    names = kubectl("get", "ns", "-l", "es-cluster=true", "-o", "name").stdout.split()
+    assert names == ["namespace/es1"]
+    paths = [(r["method"], r["content_type"]) for r in sim.requests() if r["method"] == "PATCH"]
+    assert ("PATCH", "application/strategic-merge-patch+json") in paths
+    assert ("PATCH", "application/merge-patch+json") in paths
+
+
+def test_rollout_status_follows_a_template_change(kubectl):
+    deploy(kubectl)
+    kubectl("-n", "es1", "rollout", "status", "sts/elasticsearch", "--timeout=60s")
+    kubectl("-n", "es1", "set", "image", "deploy/kibana", "kibana=docker.elastic.co/kibana/kibana:8.16.0")
+    out = kubectl("-n", "es1", "rollout", "status", "deploy/kibana", "--timeout=60s").stdout
+    assert 'deployment "kibana" successfully rolled out' in out
+    kubectl("-n", "es1", "patch", "sts", "elasticsearch", "-p", GPU_PATCH)
+    out = kubectl("-n", "es1", "rollout", "status", "sts/elasticsearch", "--timeout=60s").stdout
+    assert "partitioned roll out complete" in out or "rolling update complete" in out
+    pod = kubectl.json("-n", "es1", "get", "pod", "elasticsearch-0")
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_refusals(kubectl):
+    deploy(kubectl)
+    p = kubectl("create", "namespace", "Bad_Name", check=False)
+    assert p.returncode == 1
+    assert 'The Namespace "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name"' in p.stderr
+
+    p = kubectl("-n", "es1", "patch", "sts", "elasticsearch", "-p", '{"spec":{"serviceName":"other"}}', check=False)
+    assert p.returncode == 1
+    assert ('The StatefulSet "elasticsearch" is invalid: spec: Forbidden: updates to statefulset spec for fields '
+            "other than 'replicas', 'ordinals', 'template', 'updateStrategy'") in p.stderr
+
+    p = kubectl("-n", "es1", "patch", "pvc", "elasticsearch-data-elasticsearch-0", "-p",
+                '{"spec":{"resources":{"requests":{"storage":"1Gi"}}}}', check=False)
+    assert p.returncode == 1
+    assert "spec.resources.requests.storage: Forbidden: field can not be less than" in p.stderr
+
+    bad_gpu = json.dumps({"spec": {"template": {"spec": {"containers": [{"name": "elasticsearch", "resources": {
+        "limits": {"nvidia.com/gpu": "2"}, "requests": {"nvidia.com/gpu": "1"}}}]}}}})
+    p = kubectl("-n", "es1", "patch", "sts", "elasticsearch", "-p", bad_gpu, check=False)
+    assert p.returncode == 1
+    assert ('spec.template.spec.containers[0].resources.requests[nvidia.com/gpu]: Invalid value: "1": must be '
+            "equal to nvidia.com/gpu limit of 2") in p.stderr
+
+    p = kubectl("apply", "-f", "-", check=False, stdin="""
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c1, namespace: es1}
+data: {a: b}
+bogus: true
+""")
+    assert p.returncode == 1
+    assert 'strict decoding error: unknown field "bogus"' in p.stderr
+    assert kubectl.sim.get("configmaps", "es1", "c1") is None
+
+    p = kubectl("-n", "es1", "get", "sts", "nope", check=False)
+    assert p.returncode == 1 and 'statefulsets.apps "nope" not found' in p.stderr
+    # kubectl 1.32 looks the namespace up after a NotFound and reports that instead
+    p = kubectl("-n", "nope", "get", "sts", "elasticsearch", check=False)
+    assert p.returncode == 1 and 'namespaces "nope" not found' in p.stderr
+
+    p = kubectl("create", "namespace", "es1", check=False)
+    assert p.returncode == 1 and 'namespaces "es1" already exists' in p.stderr
+
+
+def test_injected_fault_reaches_kubectl(kubectl):
+    deploy(kubectl)
+    kubectl.sim.add_fault("PATCH:statefulsets:500:1")
+    p = kubectl("-n", "es1", "annotate", "sts/elasticsearch", "a=b", check=False)
+    assert p.returncode == 1
+    assert "Error from server (InternalError)" in p.stderr and "injected fault" in p.stderr
+    kubectl("-n", "es1", "annotate", "sts/elasticsearch", "a=b")
+
+
+def test_delete_namespace_with_kubectl(kubectl):
+    deploy(kubectl)
+    kubectl("delete", "namespace", "es1", "--timeout=60s")
+    assert kubectl.sim.objects("pods", "es1") == []
+    assert kubectl.sim.get("namespaces", None, "es1") is None
