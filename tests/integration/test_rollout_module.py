@@ -2,14 +2,18 @@
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import kubernetes
 import pytest
 
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import rollout
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import client_from_params
 from tests.kubesim.fixture import KubeSim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -208,6 +212,51 @@ def test_rollout_missing_workload_fails_at_once(tmp_path):
     assert result["reason"] == "NotFound"
     assert "deployment kibana not found in namespace es-test" in result["msg"]
     assert seconds < 30
+
+
+def test_waiter_is_driven_by_watch_events():
+    """With the periodic resync pushed out to 10 minutes, only watch events can end the wait in seconds."""
+    with KubeSim(ready_delay=2) as sim:
+        create_tenant(sim, replicas=2)
+        client = client_from_params({"kubeconfig": sim.kubeconfig})
+        waiter = rollout.RolloutWaiter(client, NS, ["elasticsearch"], ["kibana"], timeout=120, resync_interval=600,
+                                       watch_timeout=2)
+        result = waiter.wait()
+        watches = [r for r in sim.requests() if "watch=true" in r["query"]]
+    assert result["statefulsets"][0]["done"] and result["deployments"][0]["done"]
+    assert 2 <= result["elapsed"] < 60
+    assert waiter.watch_errors == []
+    assert {r["path"] for r in watches} >= {"/api/v1/namespaces/es-test/pods",
+                                            "/apis/apps/v1/namespaces/es-test/statefulsets",
+                                            "/apis/apps/v1/namespaces/es-test/deployments"}
+
+
+def test_watch_feeder_relists_after_410_gone():
+    with KubeSim(ready_delay=0.2) as sim:
+        create_tenant(sim)
+        wait_for(lambda: len(sim.objects("pods", NS)) == 2, what="pods")
+        with sim.store.lock:  # compact the history: resourceVersion 1 is now too old to resume from
+            del sim.store._history[:len(sim.store._history) - 1]
+        client = client_from_params({"kubeconfig": sim.kubeconfig})
+        events, stop = queue.Queue(), threading.Event()
+        feeder = rollout._WatchFeeder("pods", kubernetes.client.CoreV1Api(client).list_namespaced_pod, NS, events,
+                                      stop, watch_timeout=5)
+        feeder.resource_version = "1"
+        feeder.start()
+        try:
+            assert events.get(timeout=20) == ("pods", "RELIST")
+            fresh_rv = feeder.resource_version
+            assert fresh_rv is not None and int(fresh_rv) > 1
+            kubernetes.client.CoreV1Api(client).patch_namespaced_pod(
+                "elasticsearch-0", NS, {"metadata": {"labels": {"touched": "yes"}}},
+                _content_type="application/merge-patch+json")
+            assert events.get(timeout=20) == ("pods", "MODIFIED")
+            assert int(feeder.resource_version) > int(fresh_rv)
+        finally:
+            stop.set()
+            feeder.halt()
+        gone = [r for r in sim.requests() if "resourceVersion=1&" in r["query"] and "watch=true" in r["query"]]
+        assert gone, "the feeder never tried to resume from the expired resourceVersion"
 
 
 # ---------------------------------------------------------------- es_pvc_size
