@@ -13,7 +13,7 @@ type: notification
 short_description: Write the stage reports of tenant cluster creation
 version_added: "0.1.0"
 author:
-  - ES Serverless platform team
+  - ES Serverless platform team (@yunpeng)
 description:
   - For every successful task whose result carries C(es_report) (the
     M(yunpeng.es_serverless.es_report) module), writes the report file

@@ -12,7 +12,7 @@ name: es_deployment
 short_description: The deployment status of a tenant cluster with its latest report
 version_added: "0.1.0"
 author:
-  - ES Serverless platform team
+  - ES Serverless platform team (@yunpeng)
 description:
   - Returns the C(deployments.json) entry of one user/service pair from a data folder,
     with its latest report under C(latest_report), or C(None) when the pair has no deployment.

@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type  # noqa: UP001
 
 import decimal
+import math
 import re
 from collections import OrderedDict
 
@@ -112,7 +113,7 @@ def parse_quantity(value):
     if _is_int(value):
         value = str(value)
     elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if math.isnan(value) or math.isinf(value):
             raise ValueError("not a finite number")
         value = repr(value)
     if not isinstance(value, str):

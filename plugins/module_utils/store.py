@@ -251,8 +251,9 @@ class MetadataStore:
                     reqmod.format_quantity(wanted[name], kind), how))
         if used["gpus"] + wanted["gpus"] > limits["max_gpus_per_user"]:
             raise StoreError("quota max_gpus_per_user exceeded for %s: limit %d, in use %d, requested %d"
-                             " (gpu_count %d x %d replicas)" % (who, limits["max_gpus_per_user"], used["gpus"],
-                                                               wanted["gpus"], req["gpu_count"], replicas))
+                             " (gpu_count %d x %d replicas)"
+                             % (who, limits["max_gpus_per_user"], used["gpus"], wanted["gpus"], req["gpu_count"],
+                                replicas))
 
     # ----------------------------------------------------------------- stage 0
     def begin(self, request, deployment_id, quota=None, now=None, check_only=False):

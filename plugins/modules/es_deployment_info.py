@@ -19,7 +19,7 @@ description:
     and the deployment statuses filtered by user and service.
   - Reports and the tenant record are returned when both I(user) and I(service_name) are given.
 author:
-  - ES Serverless platform team
+  - ES Serverless platform team (@yunpeng)
 attributes:
   check_mode:
     support: full

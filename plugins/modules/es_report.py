@@ -23,7 +23,7 @@ description:
   - Do not set C(no_log) on report tasks; the callback would receive a censored result.
   - Keys of I(details) named like passwords, tokens or secrets are removed, recursively.
 author:
-  - ES Serverless platform team
+  - ES Serverless platform team (@yunpeng)
 attributes:
   check_mode:
     support: full
@@ -46,8 +46,11 @@ options:
     description: Id shared by all reports of one run.
     type: str
     required: true
-  message:
-    description: Message overriding the standard message of I(status).
+  report_message:
+    description:
+      - "Message overriding the standard message of I(status), for example
+        C(GitLab pull skipped: no GitLab URL configured)."
+      - (The option cannot be called C(message); Ansible reserves that name.)
     type: str
   details:
     description: Extra details of the report.
@@ -79,7 +82,7 @@ EXAMPLES = r"""
 - name: Report the skipped GitLab pull
   yunpeng.es_serverless.es_report:
     status: gitlab_pulled
-    message: "GitLab pull skipped: no GitLab URL configured"
+    report_message: "GitLab pull skipped: no GitLab URL configured"
     request: "{{ es_req.request }}"
     deployment_id: "{{ es_deployment_id }}"
     data_dir: "{{ es_data_dir }}"
@@ -146,7 +149,7 @@ def main():
             status=dict(type="str", required=True, choices=list(reports.STATUSES)),
             request=dict(type="dict", required=True),
             deployment_id=dict(type="str", required=True),
-            message=dict(type="str"),
+            report_message=dict(type="str"),
             details=dict(type="dict"),
             stage=dict(type="str"),
             error=dict(type="str"),
@@ -158,7 +161,7 @@ def main():
     )
     params = module.params
     status = params["status"]
-    message = params["message"]
+    message = params["report_message"]
     details = dict(params["details"] or {})
     if status == "failed":
         if message is None:

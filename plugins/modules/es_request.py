@@ -21,7 +21,7 @@ description:
   - Options take raw values so that the module itself, not Ansible's type
     conversion, explains what is wrong (for example C(True) is refused for I(replicas)).
 author:
-  - ES Serverless platform team
+  - ES Serverless platform team (@yunpeng)
 attributes:
   check_mode:
     support: full

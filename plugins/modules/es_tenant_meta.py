@@ -24,7 +24,7 @@ description:
   - C(sync) is stage 9 (full resource configuration in the record), C(complete) marks both records
     C(created), C(fail) is the rollback (record of this run deleted, deployment status C(failed)).
 author:
-  - ES Serverless platform team
+  - ES Serverless platform team (@yunpeng)
 attributes:
   check_mode:
     support: full

@@ -148,7 +148,7 @@ FLOW = textwrap.dedent("""\
         - name: Report gitlab skipped
           yunpeng.es_serverless.es_report:
             status: gitlab_pulled
-            message: "GitLab pull skipped: no GitLab URL configured"
+            report_message: "GitLab pull skipped: no GitLab URL configured"
             request: "{{{{ req.request }}}}"
 
         - name: Report k8s with secret details
