@@ -141,3 +141,12 @@ def capacity_reached(pvc, size):
 
 def resize_conditions(pvc):
     return ["%s=%s" % (c.get("type"), c.get("status")) for c in (pvc.get("status") or {}).get("conditions") or []]
+
+
+def check_bound(pvcs, namespace):
+    """Raise ``PvcSizeError`` unless every PVC is ``Bound``: Kubernetes resizes only bound claims."""
+    for pvc in pvcs:
+        phase = (pvc.get("status") or {}).get("phase")
+        if phase != "Bound":
+            raise PvcSizeError("PVC %s/%s is not bound (phase %s): Kubernetes only resizes bound claims, "
+                               "so disk_size cannot be applied yet" % (namespace, pvc["metadata"]["name"], phase))

@@ -16,7 +16,8 @@ description:
     volumeClaimTemplate and each ordinal up to the larger of C(spec.replicas) and the highest existing
     ordinal) and sets its C(spec.resources.requests.storage) to O(size) with a JSON merge patch.
   - Checks every PVC before patching any. A request smaller than a PVC's current size is refused
-    (PVCs cannot shrink), and so is a growth whose StorageClass does not allow volume expansion.
+    (PVCs cannot shrink), and so is a growth of a claim that is not C(Bound) or whose StorageClass
+    does not allow volume expansion.
     Nothing is half done.
   - The StatefulSet's volumeClaimTemplates are immutable and are not changed; claims created later
     from the template get the template's size (a warning says so when it differs from O(size)).
@@ -110,6 +111,7 @@ from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client i
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.pvc import (  # noqa: E402
     PvcSizeError,
     capacity_reached,
+    check_bound,
     check_expandable,
     parse_size,
     plan_pvc_sizes,
@@ -197,6 +199,7 @@ def main():
         plan = plan_pvc_sizes(pvcs, size, namespace)
         growing = [by_name[p["name"]] for p in plan if p["change"]]
         if growing:
+            check_bound(growing, namespace)
             try:
                 classes = call_json(kubernetes.client.StorageV1Api(api_client).list_storage_class).get("items") or []
             except ApiException as exc:

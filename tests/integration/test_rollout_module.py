@@ -312,6 +312,22 @@ def test_pvc_shrink_refused_nothing_changed(tmp_path):
         assert result.get("changed") is False
 
 
+def test_pvc_refused_when_a_claim_is_not_bound(tmp_path):
+    with KubeSim(ready_delay=0.2) as sim:
+        core, _ = create_tenant(sim, kibana=False)
+        wait_for(lambda: sim.objects("persistentvolumeclaims", NS), what="PVC")
+        # a claim of ordinal 1 left over from a larger StatefulSet, never bound (its class does not exist)
+        core.create_namespaced_persistent_volume_claim(NS, {
+            "metadata": {"name": PVC1},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "gone",
+                     "resources": {"requests": {"storage": "10Gi"}}}})
+        rc, result, _ = run_module(tmp_path, sim, "es_pvc_size", {"namespace": NS, "size": "20Gi"})
+        assert rc != 0
+        assert "PVC %s/%s is not bound (phase Pending)" % (NS, PVC1) in result["msg"]
+        assert pvc_size(core, PVC0) == "10Gi"
+        assert pvc_size(core, PVC1) == "10Gi"
+
+
 def test_pvc_refused_when_storage_class_cannot_expand(tmp_path):
     with KubeSim(ready_delay=0.2) as sim:
         client = api(sim)

@@ -343,6 +343,16 @@ def test_check_expandable():
         pvc.check_expandable([claim("a", "1Gi", storage_class=False)], classes[1:], NS)
 
 
+def test_check_bound():
+    bound = claim("a", "1Gi")
+    bound["status"]["phase"] = "Bound"
+    pvc.check_bound([bound], NS)
+    pending = claim("b", "1Gi")
+    pending["status"]["phase"] = "Pending"
+    with pytest.raises(pvc.PvcSizeError, match=r"PVC es-test/b is not bound \(phase Pending\)"):
+        pvc.check_bound([bound, pending], NS)
+
+
 def test_capacity_reached():
     assert pvc.capacity_reached(claim("a", "20Gi", capacity="20Gi"), "20Gi")
     assert not pvc.capacity_reached(claim("a", "20Gi", capacity="10Gi"), "20Gi")
