@@ -176,6 +176,9 @@ def _encode_part(value):
     value = "" if value is None else str(value)
     encoded = "".join(char if char in SAFE_CHARS else "".join("%%%02X" % byte for byte in char.encode("utf-8"))
                       for char in value)
+    if encoded.startswith("."):
+        # Only invalid names start with '.'; encode it so the file is not hidden.
+        encoded = "%2E" + encoded[1:]
     if len(encoded) > MAX_NAME_PART:
         digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
         encoded = encoded[:MAX_NAME_PART - 17] + "~" + digest

@@ -57,8 +57,7 @@ def run_playbook(kubeconfig, data_dir, extra_vars=None, inventory=None, args=(),
     if inventory:
         cmd += ["-i", inventory]
     cmd += list(args)
-    full_env = dict(os.environ)
-    full_env.pop("ANSIBLE_CONFIG", None)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     full_env.update({"KUBECONFIG": kubeconfig, "PATH": BIN + os.pathsep + full_env.get("PATH", ""),
                      "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
     full_env.update(env or {})

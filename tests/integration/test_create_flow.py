@@ -212,6 +212,7 @@ def test_invalid_request_writes_only_inside_the_data_folder(cluster, data_dir, t
     got = reports(data_dir)
     assert [b["status"] for _, b in got] == ["failed"]
     assert got[0][1]["user"] == "../../etc"
+    assert got[0][0].startswith("%2E.%2F..%2Fetc_svc_")
     assert "user:" in got[0][1]["message"] and "stage metadata" in got[0][1]["message"]
     # Nothing escaped the data folder and nothing went to the cluster.
     outside = sorted(p.name for p in tmp_path.iterdir())
@@ -222,9 +223,13 @@ def test_invalid_request_writes_only_inside_the_data_folder(cluster, data_dir, t
         assert cluster.write_requests() == []
 
 
-def test_without_the_callback_nothing_happens(cluster, data_dir):
+def test_without_the_callback_nothing_happens(cluster, data_dir, tmp_path):
+    # The collection found, the callback not enabled: as with an installed
+    # collection and a plain ansible.cfg.
+    cfg = tmp_path / "ansible.cfg"
+    cfg.write_text("[defaults]\ncollections_path = %s\n" % os.path.join(ROOT, "collections"))
     proc = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("cb_user", "svc", "es-cb"),
-                        env={"ANSIBLE_CALLBACKS_ENABLED": ""})
+                        env={"ANSIBLE_CONFIG": str(cfg)})
     assert proc.returncode != 0
     assert "ANSIBLE_CALLBACKS_ENABLED=yunpeng.es_serverless.reports" in output(proc)
     assert not os.path.exists(data_dir)

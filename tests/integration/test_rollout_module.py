@@ -88,7 +88,7 @@ def wait_for(predicate, timeout=30, what="condition"):
 
 # ---------------------------------------------------------------- running the modules
 
-def run_module(tmp_path, sim, module, args, check=False):
+def run_module(tmp_path, sim, module, args, check=False, extra_env=None):
     """Run one module task in a playbook; return (rc, registered result, seconds)."""
     out = tmp_path / ("result-%d.json" % time.monotonic_ns())
     playbook = tmp_path / "play.yml"
@@ -120,6 +120,9 @@ def run_module(tmp_path, sim, module, args, check=False):
         ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
     )
     env.pop("ANSIBLE_CONFIG", None)
+    if extra_env is not None:
+        env.pop("KUBECONFIG")
+        env.update(extra_env)
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
            str(playbook)]
     if check:
@@ -128,6 +131,7 @@ def run_module(tmp_path, sim, module, args, check=False):
     proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - start
     assert out.exists(), proc.stdout + proc.stderr
+    run_module.last_output = proc.stdout + proc.stderr + out.read_text()
     return proc.returncode, json.loads(out.read_text()), elapsed
 
 
@@ -257,6 +261,47 @@ def test_watch_feeder_relists_after_410_gone():
             feeder.halt()
         gone = [r for r in sim.requests() if "resourceVersion=1&" in r["query"] and "watch=true" in r["query"]]
         assert gone, "the feeder never tried to resume from the expired resourceVersion"
+
+
+def ca_file(sim, tmp_path):
+    import base64
+
+    import yaml
+
+    with open(sim.kubeconfig) as f:
+        cluster = yaml.safe_load(f)["clusters"][0]["cluster"]
+    path = tmp_path / "ca.crt"
+    path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    return str(path)
+
+
+def test_rollout_check_mode_with_host_token_options_and_env(tmp_path):
+    with KubeSim(ready_delay=0.2) as sim:
+        create_tenant(sim)
+        wait_for(lambda: all(p.get("status", {}).get("phase") == "Running" for p in sim.objects("pods", NS))
+                 and len(sim.objects("pods", NS)) == 2, what="running pods")
+        ca = ca_file(sim, tmp_path)
+        # options as module parameters (no KUBECONFIG): the token must not leak into the output
+        args = {"namespace": NS, "host": sim.url, "api_key": sim.token, "ca_cert": ca, "timeout": 60}
+        rc, result, _ = run_module(tmp_path, sim, "es_rollout", args, extra_env={})
+        assert rc == 0, result
+        assert result["ready"] is True
+        assert sim.token not in run_module.last_output
+        # the same through K8S_AUTH_* variables, in check mode: evaluated once, nothing fails
+        env = {"K8S_AUTH_HOST": sim.url, "K8S_AUTH_API_KEY": sim.token, "K8S_AUTH_SSL_CA_CERT": ca}
+        rc, result, _ = run_module(tmp_path, sim, "es_rollout", {"namespace": NS}, check=True, extra_env=env)
+        assert rc == 0, result
+        assert result["ready"] is True and result["changed"] is False
+        rc, result, _ = run_module(tmp_path, sim, "es_rollout", {"namespace": "es-absent"}, check=True,
+                                   extra_env=env)
+        assert rc == 0, result
+        assert result["ready"] is False
+        assert "not found in namespace es-absent" in result["msg"]
+        # a wrong token is an API error, with a clear message and no token in it
+        bad = dict(env, K8S_AUTH_API_KEY="not-the-token")
+        rc, result, _ = run_module(tmp_path, sim, "es_rollout", {"namespace": NS, "timeout": 5}, extra_env=bad)
+        assert rc != 0
+        assert "401" in result["msg"] and "not-the-token" not in result["msg"]
 
 
 # ---------------------------------------------------------------- es_pvc_size
