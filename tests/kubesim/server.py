@@ -1024,6 +1024,10 @@ class Request:
         return new
 
     def _store_update(self, new, old, operation="Update", fields=None, check_rv=True):
+        new_rv = (new.get("metadata") or {}).get("resourceVersion")
+        stale = check_rv and new_rv and new_rv != old["metadata"]["resourceVersion"]
+        if not stale and _same_but_managed(new, old, self.sub):
+            return old  # a no-op write changes nothing, not even managedFields
         if fields is not None:
             new["metadata"]["managedFields"] = _record_manager(
                 old["metadata"].get("managedFields") or [], self.manager, operation, self.res, fields, self.sub)
@@ -1210,6 +1214,8 @@ class Request:
         merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         merged["metadata"]["name"] = self.name
         new = self._prepare_update(merged, old)
+        if _same_but_managed(new, old) and mine is not None and mine.get("fieldsV1") == new_fs and not conflicts:
+            return self.reply(200, self.out(old))
         managed = [m for m in managed if m is not mine]
         managed.append(_managed_entry(self.manager, "Apply", self.res, new_fs))
         new["metadata"]["managedFields"] = managed
@@ -1309,6 +1315,18 @@ class Request:
                 pass
         return self.reply(200, {"kind": self.res.kind + "List", "apiVersion": resources.api_version_of(self.res),
                                 "metadata": {"resourceVersion": self.store.resource_version}, "items": deleted})
+
+
+def _same_but_managed(new, old, sub=None):
+    if sub == "status":
+        return new.get("status") == old.get("status")
+    a, b = copy.deepcopy(new), copy.deepcopy(old)
+    for o in (a, b):
+        o.get("metadata", {}).pop("managedFields", None)
+        o.get("metadata", {}).pop("resourceVersion", None)
+        o.get("metadata", {}).pop("generation", None)
+        o.pop("status", None)
+    return a == b
 
 
 def _remove_fs_path(fs, path):
