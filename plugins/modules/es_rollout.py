@@ -76,7 +76,7 @@ EXAMPLES = r"""
 RETURN = r"""
 statefulsets:
   description: Rollout status of each StatefulSet.
-  returned: success or rollout failure
+  returned: when the workloads could be read (success, doomed pod, timeout)
   type: list
   elements: dict
   sample:
@@ -90,7 +90,7 @@ statefulsets:
       update_revision: elasticsearch-5d4f8
 deployments:
   description: Rollout status of each Deployment.
-  returned: success or rollout failure
+  returned: when the workloads could be read (success, doomed pod, timeout)
   type: list
   elements: dict
   sample:
@@ -103,7 +103,7 @@ deployments:
       available_replicas: 1
 pods:
   description: The pods of these workloads.
-  returned: success or rollout failure
+  returned: when the workloads could be read (success, doomed pod, timeout)
   type: list
   elements: dict
   sample:
@@ -137,7 +137,7 @@ doom:
       ImagePullBackOff: Back-off pulling image "docker.elastic.co/elasticsearch/elasticsearch:8.15.3"
 events:
   description: Recent Warning events of the failing pod (or of the pods not ready at the timeout).
-  returned: on failure
+  returned: when a pod cannot become ready, or at the timeout
   type: list
   elements: dict
   sample:
@@ -148,7 +148,7 @@ events:
       last_timestamp: "2024-01-01T00:00:00Z"
 reason:
   description: Why the rollout failed (a pod reason, C(ProgressDeadlineExceeded), C(NotFound) or C(Timeout)).
-  returned: on failure
+  returned: when the rollout fails
   type: str
   sample: ImagePullBackOff
 """
