@@ -212,7 +212,8 @@ class KubeSim:
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
-        hdrs = {"Authorization": "Bearer " + (token if token is not None else self._token), "Accept": "application/json"}
+        hdrs = {"Authorization": "Bearer " + (token if token is not None else self._token),
+                "Accept": "application/json"}
         if data is not None:
             hdrs["Content-Type"] = content_type
         hdrs.update(headers or {})

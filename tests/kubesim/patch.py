@@ -214,8 +214,8 @@ def remove_path(obj, path):
             if not isinstance(cur, list):
                 return
             want = json.loads(rest)
-            idx = next((j for j, o in enumerate(cur) if isinstance(o, dict) and all(o.get(k) == v for k, v in want.items())),
-                       None)
+            idx = next((j for j, o in enumerate(cur)
+                        if isinstance(o, dict) and all(o.get(k) == v for k, v in want.items())), None)
             if idx is None:
                 return
             if last:

@@ -110,7 +110,8 @@ def field_strategies(node, key):
 
 # -- field validation ---------------------------------------------------------
 
-_GO_TYPES = {"integer": "int32", "string": "string", "boolean": "bool", "number": "float64", "array": "[]", "object": "map"}
+_GO_TYPES = {"integer": "int32", "string": "string", "boolean": "bool", "number": "float64", "array": "[]",
+             "object": "map"}
 
 
 def _json_type(value):
@@ -180,7 +181,8 @@ def check_fields(obj, node, path="", report=None, struct="", skip_top=("apiVersi
         return report
     types = node.get("type")
     if types and not _type_ok(obj, types):
-        gotype = ref_name.rsplit(".", 1)[-1] if ref_name else _GO_TYPES.get(types if isinstance(types, str) else types[0])
+        first = types if isinstance(types, str) else types[0]
+        gotype = ref_name.rsplit(".", 1)[-1] if ref_name else _GO_TYPES.get(first)
         report.type_errors.append((path, _json_type(obj), gotype, struct))
         return report
     if isinstance(obj, dict):
@@ -322,7 +324,8 @@ def openapi_v3_document(group, version, resources):
             },
             "delete": {
                 "operationId": "delete" + res.kind,
-                "parameters": [_param("dryRun"), _param("propagationPolicy"), _param("gracePeriodSeconds", typ="integer")],
+                "parameters": [_param("dryRun"), _param("propagationPolicy"),
+                               _param("gracePeriodSeconds", typ="integer")],
                 "responses": _response("io.k8s.apimachinery.pkg.apis.meta.v1.Status"),
                 "x-kubernetes-action": "delete",
                 "x-kubernetes-group-version-kind": gvk,
@@ -358,7 +361,8 @@ def openapi_v3_document(group, version, resources):
     schemas = {}
     for n in sorted(closure):
         if n == "io.k8s.apimachinery.pkg.apis.meta.v1.Patch":
-            schemas[n] = {"description": "Patch is provided to give a concrete name and type to the patch.", "type": "object"}
+            schemas[n] = {"description": "Patch is provided to give a concrete name and type to the patch.",
+                          "type": "object"}
         elif n in definitions():
             schemas[n] = _to_v3(definitions()[n])
     return {

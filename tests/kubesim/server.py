@@ -123,28 +123,30 @@ def _split_selector(text):
     return [p.strip() for p in parts if p.strip()]
 
 
+def _label_test(part):
+    m = _SET_RE.match(part)
+    if m:
+        key, op = m.group(1), m.group(2)
+        values = {v.strip() for v in m.group(3).split(",") if v.strip()}
+        if op == "in":
+            return lambda lb: lb.get(key) in values
+        return lambda lb: lb.get(key) not in values
+    if "!=" in part:
+        key, value = (x.strip() for x in part.split("!=", 1))
+        return lambda lb: lb.get(key) != value
+    if "=" in part:
+        key, value = (x.strip() for x in part.replace("==", "=").split("=", 1))
+        return lambda lb: lb.get(key) == value
+    if part.startswith("!"):
+        key = part[1:].strip()
+        return lambda lb: key not in lb
+    return lambda lb: part in lb
+
+
 def label_matcher(text):
     if not text:
         return lambda labels: True
-    tests = []
-    for part in _split_selector(text):
-        m = _SET_RE.match(part)
-        if m:
-            key, op, vals = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",") if v.strip()}
-            if op == "in":
-                tests.append(lambda lb, k=key, v=vals: lb.get(k) in v)
-            else:
-                tests.append(lambda lb, k=key, v=vals: lb.get(k) not in v)
-        elif "!=" in part:
-            k, v = part.split("!=", 1)
-            tests.append(lambda lb, k=k.strip(), v=v.strip(): lb.get(k) != v)
-        elif "=" in part:
-            k, v = part.replace("==", "=").split("=", 1)
-            tests.append(lambda lb, k=k.strip(), v=v.strip(): lb.get(k) == v)
-        elif part.startswith("!"):
-            tests.append(lambda lb, k=part[1:].strip(): k not in lb)
-        else:
-            tests.append(lambda lb, k=part: k in lb)
+    tests = [_label_test(part) for part in _split_selector(text)]
     return lambda labels: all(t(labels or {}) for t in tests)
 
 
@@ -161,19 +163,20 @@ def _field_value(obj, path):
     return str(cur)
 
 
+def _field_test(text, part):
+    if "!=" in part:
+        key, value = (x.strip() for x in part.split("!=", 1))
+        return lambda o: _field_value(o, key) != value
+    if "=" in part:
+        key, value = (x.strip() for x in part.replace("==", "=").split("=", 1))
+        return lambda o: _field_value(o, key) == value
+    raise bad_request("invalid selector: '%s'; can't understand '%s'" % (text, part))
+
+
 def field_matcher(text):
     if not text:
         return lambda obj: True
-    tests = []
-    for part in _split_selector(text):
-        if "!=" in part:
-            k, v = part.split("!=", 1)
-            tests.append(lambda o, k=k.strip(), v=v.strip(): _field_value(o, k) != v)
-        elif "=" in part:
-            k, v = part.replace("==", "=").split("=", 1)
-            tests.append(lambda o, k=k.strip(), v=v.strip(): _field_value(o, k) == v)
-        else:
-            raise bad_request('invalid selector: \'%s\'; can\'t understand \'%s\'' % (text, part))
+    tests = [_field_test(text, part) for part in _split_selector(text)]
     return lambda obj: all(t(obj) for t in tests)
 
 

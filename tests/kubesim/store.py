@@ -169,7 +169,8 @@ class Store:
             key = self._key(resource, meta.get("namespace"), meta.get("name"))
             old = self._objects.get(key)
             if old is None:
-                raise NotFound('%s "%s" not found' % (display_name(resource), meta.get("name")), resource, meta.get("name"))
+                name = meta.get("name")
+                raise NotFound('%s "%s" not found' % (display_name(resource), name), resource, name)
             new = self._merge_for_update(old, obj, subresource, check_rv, resource)
             if new == old:
                 return copy.deepcopy(old)
@@ -241,7 +242,8 @@ class Store:
             if since_rv not in (None, "", "0"):
                 since = int(since_rv)
                 for rv, et, res, obj in self._history:
-                    if rv > since and res == resource and (namespace is None or namespace == obj["metadata"].get("namespace")):
+                    in_ns = namespace is None or namespace == obj["metadata"].get("namespace")
+                    if rv > since and res == resource and in_ns:
                         q.put((et, copy.deepcopy(obj)))
             self._watchers.append((resource, namespace, q))
         return q

@@ -420,8 +420,9 @@ def _validate_workload(obj):
     labels = (tmpl.get("metadata") or {}).get("labels")
     if selector and not _selector_matches(selector, labels):
         causes.append(
-            invalid("spec.template.metadata.labels", "map[string]string{%s}" % ", ".join(
-                '"%s":"%s"' % kv for kv in sorted((labels or {}).items())), "`selector` does not match template `labels`")
+            invalid("spec.template.metadata.labels",
+                    "map[string]string{%s}" % ", ".join('"%s":"%s"' % kv for kv in sorted((labels or {}).items())),
+                    "`selector` does not match template `labels`")
         )
     replicas = spec.get("replicas")
     if isinstance(replicas, int) and replicas < 0:

@@ -230,9 +230,10 @@ def test_names_must_be_dns_1123(sim):
 def test_statefulset_spec_changes_outside_the_allowed_fields_are_forbidden(sim):
     sim.call("POST", STS_PATH % "es1", sts_obj())
     path = STS_PATH % "es1" + "/elasticsearch"
-    status, body, _ = sim.call("PATCH", path, {"spec": {"volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
-        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}}}}]}},
-        "application/merge-patch+json")
+    bigger = [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                                                      "resources": {"requests": {"storage": "50Gi"}}}}]
+    status, body, _ = sim.call("PATCH", path, {"spec": {"volumeClaimTemplates": bigger}},
+                               "application/merge-patch+json")
     assert status == 422 and body["reason"] == "Invalid"
     assert body["message"] == (
         'StatefulSet.apps "elasticsearch" is invalid: spec: Forbidden: updates to statefulset spec for fields other '
@@ -259,7 +260,8 @@ def test_extended_resources_request_must_equal_limit(sim):
     obj["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "1"
     status, body, _ = sim.call("POST", STS_PATH % "es1", obj)
     assert status == 422
-    assert body["details"]["causes"][0]["message"] == "Required value: Limit must be set for non overcommitable resources"
+    assert body["details"]["causes"][0]["message"] == (
+        "Required value: Limit must be set for non overcommitable resources")
     # limit only: valid; a pod gets the request defaulted to the limit
     status, _, _ = sim.call("POST", STS_PATH % "es1", sts_obj(gpu=(None, "1")))
     assert status == 201

@@ -205,3 +205,53 @@ def test_delete_namespace_with_kubectl(kubectl):
     kubectl("delete", "namespace", "es1", "--timeout=60s")
     assert kubectl.sim.objects("pods", "es1") == []
     assert kubectl.sim.get("namespaces", None, "es1") is None
+
+
+def _wait(fn, timeout=30):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met within %ss" % timeout)
+
+
+def test_pod_faults_as_kubectl_sees_them(kubesim_factory):
+    kubectl = Kubectl(kubesim_factory(ready_delay=0.2, image_pull_fail=["kibana:bad"]))
+    deploy(kubectl)
+    kubectl("-n", "es1", "set", "image", "deploy/kibana", "kibana=docker.elastic.co/kibana/kibana:bad")
+
+    def pulling_fails():
+        pods = kubectl.json("-n", "es1", "get", "pods", "-l", "app=kibana")["items"]
+        for p in pods:
+            for cs in p["status"].get("containerStatuses") or []:
+                if (cs["state"].get("waiting") or {}).get("reason") in ("ErrImagePull", "ImagePullBackOff"):
+                    return p
+        return None
+
+    pod = _wait(pulling_fails)
+    events = kubectl.json("-n", "es1", "get", "events", "--field-selector",
+                          "involvedObject.name=%s,type=Warning" % pod["metadata"]["name"])["items"]
+    assert any('"docker.elastic.co/kibana/kibana:bad"' in e["message"] for e in events)
+    p = kubectl("-n", "es1", "rollout", "status", "deploy/kibana", "--timeout=3s", check=False)
+    assert p.returncode == 1
+
+    # a GPU request the node cannot satisfy stays Pending with the scheduler's message
+    kubectl("-n", "es1", "patch", "sts", "elasticsearch", "-p", GPU_PATCH.replace('"1"', '"4"'))
+
+    def unschedulable():
+        pod = kubectl.json("-n", "es1", "get", "pod", "elasticsearch-0")
+        conds = [c for c in pod["status"].get("conditions") or [] if c["type"] == "PodScheduled"]
+        if conds and conds[0]["status"] == "False" and "nvidia.com/gpu" in (pod["spec"]["containers"][0][
+                "resources"].get("limits") or {}):
+            return conds[0]
+        return None
+
+    cond = _wait(unschedulable)
+    assert cond["reason"] == "Unschedulable"
+    assert cond["message"].startswith("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+    p = kubectl("-n", "es1", "rollout", "status", "sts/elasticsearch", "--timeout=3s", check=False)
+    assert p.returncode == 1
