@@ -50,8 +50,18 @@ SET_ORDER = "$setElementOrder/"
 DELETE_FROM_PRIMITIVE = "$deleteFromPrimitiveList/"
 
 
-def strategic_merge(original, patch, node):
-    """Apply a strategic merge patch ``patch`` to ``original`` (schema ``node``)."""
+def _list_meta(node, key, apply):
+    if not node:
+        return None, [], None
+    if apply:
+        return schema.list_apply_meta(node, key)
+    items, strategies, merge_key = schema.list_patch_meta(node, key)
+    return items, strategies, [merge_key] if merge_key else None
+
+
+def strategic_merge(original, patch, node, apply=False):
+    """Apply a strategic merge patch ``patch`` to ``original`` (schema ``node``).
+    With ``apply=True`` lists merge by the server-side apply list metadata."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     if not isinstance(original, dict):
@@ -78,14 +88,14 @@ def strategic_merge(original, patch, node):
             continue
         child = schema.child_schema(node, key) if node else None
         if isinstance(value, list):
-            items, strategies, merge_key = schema.list_patch_meta(node, key) if node else (None, [], None)
+            items, strategies, merge_keys = _list_meta(node, key, apply)
             if "merge" in strategies:
-                result[key] = _merge_list(result.get(key), value, items, merge_key)
+                result[key] = _merge_list(result.get(key), value, items, merge_keys, apply)
             else:
                 result[key] = [_strip_directives(v) for v in value]
             continue
         if isinstance(value, dict):
-            merged = strategic_merge(result.get(key), value, child)
+            merged = strategic_merge(result.get(key), value, child, apply)
             if merged is None:
                 result.pop(key, None)
             else:
@@ -109,11 +119,18 @@ def _strip_directives(value):
     return copy.deepcopy(value)
 
 
-def _merge_list(original, patch, items, merge_key):
+def _same_item(o, p, keys):
+    """``o`` is the list item ``p`` names (keys missing in ``p`` are not compared,
+    so a defaulted key such as a port's protocol still matches)."""
+    present = [k for k in keys if k in p]
+    return isinstance(o, dict) and bool(present) and all(o.get(k) == p[k] for k in present)
+
+
+def _merge_list(original, patch, items, merge_keys, apply=False):
     original = copy.deepcopy(original) if isinstance(original, list) else []
     if any(isinstance(p, dict) and p.get(DIRECTIVE) == "replace" for p in patch):
         return [_strip_directives(p) for p in patch if not (isinstance(p, dict) and DIRECTIVE in p)]
-    if not merge_key:
+    if not merge_keys:
         # a set of primitives (e.g. finalizers): union, keeping order
         result = original
         for p in patch:
@@ -125,13 +142,10 @@ def _merge_list(original, patch, items, merge_key):
     result = original
     for p in patch:
         if not isinstance(p, dict):
-            raise PatchError("map items expected for a list merged by key %r" % merge_key)
-        if merge_key not in p:
-            raise PatchError("map: %s does not contain declared merge key: %s" % (json.dumps(p), merge_key))
-        idx = next(
-            (i for i, o in enumerate(result) if isinstance(o, dict) and o.get(merge_key) == p[merge_key]),
-            None,
-        )
+            raise PatchError("map items expected for a list merged by key %r" % merge_keys[0])
+        if not any(k in p for k in merge_keys):
+            raise PatchError("map: %s does not contain declared merge key: %s" % (json.dumps(p), merge_keys[0]))
+        idx = next((i for i, o in enumerate(result) if _same_item(o, p, merge_keys)), None)
         if p.get(DIRECTIVE) == "delete":
             if idx is not None:
                 del result[idx]
@@ -139,7 +153,7 @@ def _merge_list(original, patch, items, merge_key):
         if idx is None:
             result.append(_strip_directives(p))
         else:
-            result[idx] = strategic_merge(result[idx], p, items)
+            result[idx] = strategic_merge(result[idx], p, items, apply)
     return result
 
 
@@ -161,13 +175,14 @@ def field_set(obj, node):
                                                                  dict)):
             out[fkey] = field_set(value, child)
         elif isinstance(value, list) and value:
-            items, strategies, merge_key = schema.list_patch_meta(node, key) if node else (None, [], None)
-            if merge_key and all(isinstance(v, dict) and merge_key in v for v in value):
+            items, strategies, merge_keys = _list_meta(node, key, True)
+            if merge_keys and all(isinstance(v, dict) and any(k in v for k in merge_keys) for v in value):
                 sub = {}
                 for v in value:
                     entry = field_set(v, items)
                     entry["."] = {}
-                    sub["k:" + json.dumps({merge_key: v[merge_key]}, separators=(",", ":"))] = entry
+                    ident = {k: v[k] for k in merge_keys if k in v}
+                    sub["k:" + json.dumps(ident, separators=(",", ":"), sort_keys=True)] = entry
                 out[fkey] = sub
             elif "merge" in strategies and all(not isinstance(v, (dict, list)) for v in value):
                 out[fkey] = {"v:" + json.dumps(v, separators=(",", ":")): {} for v in value}

@@ -101,6 +101,22 @@ def list_patch_meta(node, key):
     return items, strategies, field.get("x-kubernetes-patch-merge-key")
 
 
+def list_apply_meta(node, key):
+    """``(items_schema, strategies, keys)`` for server-side apply, from
+    ``x-kubernetes-list-type`` / ``x-kubernetes-list-map-keys``: ``map``
+    lists merge by their keys, ``set`` lists are unions, others are atomic."""
+    field = child_schema(node, key)
+    if field is None:
+        return None, [], None
+    items = resolve(field).get("items") if "$ref" in field else field.get("items")
+    list_type = field.get("x-kubernetes-list-type")
+    if list_type == "map":
+        return items, ["merge"], list(field.get("x-kubernetes-list-map-keys") or [])
+    if list_type == "set":
+        return items, ["merge"], None
+    return items, [], None
+
+
 def field_strategies(node, key):
     field = child_schema(node, key)
     if field is None:

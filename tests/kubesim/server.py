@@ -1209,7 +1209,7 @@ class Request:
             raise ApiError(409, "Conflict", msg, dict(_details(self.res, self.name, self.res.kind), causes=causes))
         for other, p in conflicts:
             _remove_fs_path(other.get("fieldsV1") or {}, p)
-        merged = patch.strategic_merge(current, _without_status(applied), node)
+        merged = patch.strategic_merge(current, _without_status(applied), node, apply=True)
         if mine is not None:
             for p in patch.removed_paths(mine.get("fieldsV1") or {}, new_fs,
                                          [m.get("fieldsV1") or {} for m in others]):

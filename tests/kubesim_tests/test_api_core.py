@@ -397,6 +397,17 @@ def test_server_side_apply_create_update_prune_conflict_force(sim):
     status, body, _ = sim.call("PATCH", path + "?fieldManager=other&force=true", json.dumps(other),
                                "application/apply-patch+yaml")
     assert status == 200 and body["spec"]["replicas"] == 5
+    # apply merges lists by their list-map keys: ports are keyed by (containerPort, protocol)
+    udp = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "elasticsearch"},
+           "spec": {"template": {"spec": {"containers": [{"name": "elasticsearch", "ports": [
+               {"name": "udp", "containerPort": 9200, "protocol": "UDP"}]}]}}}}
+    status, body, _ = sim.call("PATCH", path + "?fieldManager=ports", json.dumps(udp), "application/apply-patch+yaml")
+    assert status == 200
+    ports = body["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert [(p["containerPort"], p["protocol"]) for p in ports] == [(9200, "TCP"), (9200, "UDP")]
+    mine = [m for m in body["metadata"]["managedFields"] if m["manager"] == "ports"][0]["fieldsV1"]
+    assert 'k:{"containerPort":9200,"protocol":"UDP"}' in \
+        mine["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"elasticsearch"}']["f:ports"]
     # apply without a field manager is refused
     status, body, _ = sim.call("PATCH", path, json.dumps(other), "application/apply-patch+yaml")
     assert status == 422 and "fieldManager: Required value" in body["message"]
