@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
 
-from . import certs, patch, protobuf, resources, schema, validation
+from . import certs, patch, protobuf, tables, resources, schema, validation
 from .config import Fault, SimConfig
 from .store import AlreadyExists, Conflict, NotFound, Store, StoreError, display_name, now_iso
 
@@ -913,6 +913,8 @@ class Request:
         obj = self.store.get(self.key, self.namespace, self.name)
         if self.sub == "scale":
             return self.reply(200, self.scale_of(obj))
+        if not self.sub and tables.wants_table(self.http.headers.get("Accept")):
+            return self.reply(200, tables.table(self.res.name, [self.out(obj)], obj["metadata"]["resourceVersion"]))
         return self.reply(200, self.out(obj))
 
     def _matchers(self):
@@ -922,6 +924,8 @@ class Request:
 
     def list(self):
         items, rv = self.store.list(self.key, self.namespace, self._matchers())
+        if tables.wants_table(self.http.headers.get("Accept")):
+            return self.reply(200, tables.table(self.res.name, [self.out(o) for o in items], rv))
         out = []
         for o in items:
             o = self.out(o)

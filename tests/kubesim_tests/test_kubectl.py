@@ -145,6 +145,14 @@ def test_rollout_status_follows_a_template_change(kubectl):
     assert "partitioned roll out complete" in out or "rolling update complete" in out
     pod = kubectl.json("-n", "es1", "get", "pod", "elasticsearch-0")
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # kubectl get prints the server's Table columns
+    lines = kubectl("-n", "es1", "get", "sts").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "READY", "AGE"] and lines[1].split()[:2] == ["elasticsearch", "1/1"]
+    lines = kubectl("-n", "es1", "get", "pod", "elasticsearch-0").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert lines[1].split()[:4] == ["elasticsearch-0", "1/1", "Running", "0"]
+    lines = kubectl("get", "ns", "es1").stdout.splitlines()
+    assert lines[1].split()[:2] == ["es1", "Active"]
 
 
 def test_refusals(kubectl):
