@@ -585,3 +585,42 @@ def test_subprocess_mode_and_state_file(tmp_path):
     dumped = json.loads(state.read_text())
     names = {(o["resource"], o["object"]["metadata"]["name"]) for o in dumped["objects"]}
     assert ("namespaces", "sub") in names and ("configmaps", "c1") not in names
+
+
+def test_request_bodies_must_match_the_url(sim):
+    status, body, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1", ns="other"))
+    assert status == 400 and body["reason"] == "BadRequest"
+    assert body["message"] == "the namespace of the provided object does not match the namespace sent on the request"
+    wrong = cm_obj("c1")
+    wrong["apiVersion"] = "apps/v1"
+    status, body, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", wrong)
+    assert status == 400 and "does not match the expected API version (v1)" in body["message"]
+    sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1"))
+    status, body, _ = sim.call("PUT", "/api/v1/namespaces/es1/configmaps/c1", cm_obj("c2"))
+    assert status == 400
+    assert body["message"] == "the name of the object (c2) does not match the name on the URL (c1)"
+    status, body, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", "{not json")
+    assert status == 400 and body["kind"] == "Status"
+
+
+def test_deployment_scale_and_status_subresources(sim):
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kibana", "namespace": "es1"},
+              "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "kibana"}},
+                       "template": {"metadata": {"labels": {"app": "kibana"}},
+                                    "spec": {"containers": [{"name": "kibana", "image": "kibana:8.15.0"}]}}}}
+    status, created, _ = sim.call("POST", "/apis/apps/v1/namespaces/es1/deployments", deploy)
+    assert status == 201
+    assert created["spec"]["strategy"] == {"type": "RollingUpdate",
+                                           "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+    assert created["spec"]["progressDeadlineSeconds"] == 600
+    path = "/apis/apps/v1/namespaces/es1/deployments/kibana"
+    status, scale, _ = sim.call("PATCH", path + "/scale", {"spec": {"replicas": 3}}, "application/merge-patch+json")
+    assert status == 200 and scale["spec"]["replicas"] == 3 and scale["status"]["selector"] == "app=kibana"
+    assert sim.get("apps/deployments", "es1", "kibana")["spec"]["replicas"] == 3
+    status, body, _ = sim.call("PATCH", path + "/scale", {"spec": {"replicas": -1}}, "application/merge-patch+json")
+    assert status == 422 and body["details"]["kind"] == "Scale"
+    status, body, _ = sim.call("GET", path + "/status")
+    assert status == 200 and body["kind"] == "Deployment"
+    status, body, _ = sim.call("PATCH", path, {"spec": {"selector": {"matchLabels": {"app": "other"}}}},
+                               "application/merge-patch+json")
+    assert status == 422 and body["reason"] == "Invalid"

@@ -263,3 +263,15 @@ def test_pod_faults_as_kubectl_sees_them(kubesim_factory):
     assert cond["message"].startswith("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
     p = kubectl("-n", "es1", "rollout", "status", "sts/elasticsearch", "--timeout=3s", check=False)
     assert p.returncode == 1
+
+
+def test_kubectl_create_sends_protobuf_that_the_server_reads(kubectl):
+    kubectl("create", "namespace", "es1")
+    kubectl("-n", "es1", "create", "configmap", "cfg", "--from-literal=max-indices=100")
+    kubectl("-n", "es1", "create", "secret", "generic", "creds", "--from-literal=password=s3cret")
+    posts = [r for r in kubectl.sim.requests() if r["method"] == "POST"]
+    assert {r["content_type"] for r in posts} == {"application/vnd.kubernetes.protobuf"}
+    assert [r["status"] for r in posts] == [201, 201, 201]
+    assert kubectl.sim.get("configmaps", "es1", "cfg")["data"] == {"max-indices": "100"}
+    secret = kubectl.sim.get("secrets", "es1", "creds")
+    assert secret["type"] == "Opaque" and secret["data"] == {"password": "czNjcmV0"}
