@@ -31,6 +31,9 @@ RESOURCES = [
 
 GROUPS = ["apps", "batch", "storage.k8s.io"]
 
+# the ``all`` category of a real server (``kubectl get all``)
+CATEGORY_ALL = {"pods", "services", "statefulsets", "deployments", "replicasets", "jobs"}
+
 
 def store_key(res):
     """The store's resource name: ``pods``, ``apps/statefulsets``."""
@@ -79,6 +82,7 @@ def resource_list(group, version):
                 "kind": r.kind,
                 "verbs": verbs,
                 **({"shortNames": r.short_names} if r.short_names else {}),
+                **({"categories": ["all"]} if r.name in CATEGORY_ALL else {}),
                 "storageVersionHash": "",
             }
         )

@@ -151,6 +151,8 @@ def test_rollout_status_follows_a_template_change(kubectl):
     lines = kubectl("-n", "es1", "get", "pod", "elasticsearch-0").stdout.splitlines()
     assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert lines[1].split()[:4] == ["elasticsearch-0", "1/1", "Running", "0"]
+    kinds = {line.split("/")[0] for line in kubectl("-n", "es1", "get", "all", "-o", "name").stdout.split()}
+    assert kinds == {"pod", "service", "statefulset.apps", "deployment.apps", "replicaset.apps"}
     lines = kubectl("get", "ns", "es1").stdout.splitlines()
     assert lines[1].split()[:2] == ["es1", "Active"]
 
