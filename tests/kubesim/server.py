@@ -1302,9 +1302,8 @@ class Request:
         if self.res.namespaced and not self.store.exists("namespaces", None, self.namespace):
             raise not_found(self.res, self.name)
         out = self.api.delete_object(self.res, self.namespace, self.name, policy, self.dry_run)
-        if self.res.name == "namespaces" or self.res.kind in ("Pod",):
-            return self.reply(200, self.out(out))
-        if self.res.kind in GENERATION_KINDS or self.res.name in ("services", "persistentvolumeclaims"):
+        # graceful deletions answer with the object, immediate ones with a Status
+        if self.res.name in ("namespaces", "pods", "persistentvolumeclaims", "persistentvolumes"):
             return self.reply(200, self.out(out))
         return self.reply(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                 "details": _details(self.res, self.name, self.res.name)
