@@ -94,7 +94,7 @@ FAILURES = {
     "missing_project": (dict(es_gitlab_project="tenants/nope"), "404"),
     "missing_file": (dict(es_gitlab_files=["docker-compose.yml", "absent.yml"]), "absent.yml"),
     "unreachable": (dict(es_gitlab_url="http://127.0.0.1:%d" % _closed_port()), "127.0.0.1"),
-    "timeout": (dict(es_gitlab_timeout=1), "timed out"),
+    "timeout": (dict(es_gitlab_timeout=1), "timeout of 1"),
 }
 
 
