@@ -1,6 +1,7 @@
 """Defaulting and validation the simulated API server applies, with the
 messages a real 1.32 server gives (test infrastructure)."""
 
+import base64
 import copy
 import re
 from decimal import Decimal, InvalidOperation
@@ -164,6 +165,15 @@ def apply_defaults(kind, obj, store=None):
         obj.setdefault("status", {}).setdefault("phase", "Active")
         labels = obj["metadata"].setdefault("labels", {})
         labels["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+    elif kind == "Secret":
+        # stringData is write-only: the server merges it into data (base64).
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict):
+            data = obj.get("data") or {}
+            for key, value in string_data.items():
+                data[key] = base64.b64encode(str(value).encode("utf-8")).decode("ascii")
+            obj["data"] = data
+        obj.setdefault("type", "Opaque")
     elif kind == "Pod" and isinstance(spec, dict):
         default_pod_spec(spec, is_pod=True)
         spec.setdefault("enableServiceLinks", True)
