@@ -960,7 +960,13 @@ class Request:
         http.end_headers()
         http._status = 200
 
+        as_table = tables.wants_table(http.headers.get("Accept"))
+
         def send(event):
+            if as_table and event["type"] != "ERROR":
+                obj = event["object"]
+                event = {"type": event["type"],
+                         "object": tables.table(self.res.name, [obj], obj["metadata"].get("resourceVersion", ""))}
             data = (json.dumps(event) + "\n").encode()
             http.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             http.wfile.flush()

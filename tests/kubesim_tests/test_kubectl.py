@@ -277,3 +277,22 @@ def test_kubectl_create_sends_protobuf_that_the_server_reads(kubectl):
     assert kubectl.sim.get("configmaps", "es1", "cfg")["data"] == {"max-indices": "100"}
     secret = kubectl.sim.get("secrets", "es1", "creds")
     assert secret["type"] == "Opaque" and secret["data"] == {"password": "czNjcmV0"}
+
+
+def test_kubectl_get_watch_prints_rows_as_objects_change(kubectl):
+    import threading
+    import time
+
+    def change():
+        time.sleep(1.5)
+        kubectl.sim.call("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                        "metadata": {"name": "new1"}})
+        time.sleep(0.3)
+        kubectl.sim.call("DELETE", "/api/v1/namespaces/new1")
+
+    t = threading.Thread(target=change)
+    t.start()
+    out = kubectl("get", "ns", "-w", "--request-timeout=4s").stdout
+    t.join()
+    rows = [line.split()[:2] for line in out.splitlines()[1:]]
+    assert ["new1", "Active"] in rows and ["new1", "Terminating"] in rows
