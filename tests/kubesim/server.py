@@ -352,13 +352,11 @@ class ApiServer:
 
     def collect_garbage(self):
         """Delete objects all of whose owners (by uid) are gone."""
-        objects = self.store.all_objects()
-        uids = {o["metadata"].get("uid") for _, o in objects}
-        for res, obj in objects:
-            refs = obj["metadata"].get("ownerReferences") or []
-            if refs and not any(r.get("uid") in uids for r in refs):
+        uids, owned = self.store.ownership()
+        for res, ns, name, owners in owned:
+            if not any(uid in uids for uid in owners):
                 try:
-                    self.store.delete(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+                    self.store.delete(res, ns, name)
                 except NotFound:
                     pass
 

@@ -272,3 +272,17 @@ class Store:
             self._record("MODIFIED", resource, out)
         self._emit("MODIFIED", resource, out)
         return out
+
+    def ownership(self):
+        """``(uids, owned)``: every stored uid, and ``(resource, namespace,
+        name, owner uids)`` of each object with ownerReferences (no copies)."""
+        with self.lock:
+            uids = set()
+            owned = []
+            for (res, ns, name), o in self._objects.items():
+                meta = o.get("metadata", {})
+                uids.add(meta.get("uid"))
+                refs = meta.get("ownerReferences")
+                if refs:
+                    owned.append((res, ns or None, name, [r.get("uid") for r in refs]))
+            return uids, owned
