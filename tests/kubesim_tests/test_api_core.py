@@ -536,6 +536,10 @@ def test_garbage_collection_follows_owner_references(sim):
     assert orphan is not None and "ownerReferences" not in orphan["metadata"]
     status, body, _ = sim.call("DELETE", "/api/v1/namespaces/es1/configmaps/orphan?propagationPolicy=Sideways")
     assert status == 422
+    # an object whose only owner never existed is collected too
+    ghost = dict(ref, name="ghost", uid="00000000-1111-2222-3333-444444444444")
+    assert sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("dangling", owner=ghost))[0] == 201
+    wait_for(lambda: sim.get("configmaps", "es1", "dangling") is None)
 
 
 # -- faults, latency, request log, subprocess ------------------------------------------------------
