@@ -242,8 +242,6 @@ def apply_defaults(kind, obj, store=None):
                     spec["storageClassName"] = sc["metadata"]["name"]
                     break
         obj.setdefault("status", {}).setdefault("phase", "Pending")
-    elif kind == "Secret":
-        obj.setdefault("type", "Opaque")
     elif kind == "StorageClass":
         obj.setdefault("reclaimPolicy", "Delete")
         obj.setdefault("volumeBindingMode", "Immediate")
