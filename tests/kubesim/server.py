@@ -1045,9 +1045,11 @@ class Request:
         if self.dry_run:
             return new
         if self.sub == "status":
+            managed = new["metadata"].get("managedFields")
             new["metadata"] = copy.deepcopy(old["metadata"])
-            new["metadata"]["resourceVersion"] = (new.get("metadata") or {}).get("resourceVersion") or \
-                old["metadata"]["resourceVersion"]
+            new["metadata"]["resourceVersion"] = new_rv or old["metadata"]["resourceVersion"]
+            if managed is not None:
+                new["metadata"]["managedFields"] = managed
             return self.store.update(self.key, new, subresource="status", check_rv=check_rv)
         if old["metadata"].get("deletionTimestamp") and self.res.name == "namespaces":
             new.setdefault("status", {})["phase"] = "Terminating"

@@ -444,6 +444,9 @@ def test_scale_and_status_subresources(sim):
     status, body, _ = sim.call("PATCH", svc_path + "/status", {"status": {"loadBalancer": {"ingress": None}}},
                                "application/merge-patch+json")
     assert status == 200 and body["status"]["loadBalancer"] == {}
+    svc["status"] = {"loadBalancer": {"ingress": [{"ip": "10.0.0.9"}]}}  # svc carries an old resourceVersion
+    status, body, _ = sim.call("PUT", svc_path + "/status", svc)
+    assert status == 409 and body["reason"] == "Conflict"
 
 
 # -- watch --------------------------------------------------------------------------------------
