@@ -163,7 +163,7 @@ class Project:
         return None
 
     def as_json(self, base_url):
-        namespace, _, path = self.path_with_namespace.rpartition("/")
+        namespace, _u, path = self.path_with_namespace.rpartition("/")
         return {
             "id": self.id,
             "name": path,
@@ -259,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, head):
         sim = self.server.sim
-        raw_path, _, raw_query = self.path.partition("?")
+        raw_path, _u, raw_query = self.path.partition("?")
         query = dict(urllib.parse.parse_qsl(raw_query, keep_blank_values=True))
         sim.log_request(self.command, raw_path, query, dict(self.headers.items()))
         delay = sim.delay

@@ -61,7 +61,7 @@ def run_playbook(kubeconfig, data_dir, extra_vars=None, inventory=None, args=(),
     full_env.update({"KUBECONFIG": kubeconfig, "PATH": BIN + os.pathsep + full_env.get("PATH", ""),
                      "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
     full_env.update(env or {})
-    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def output(proc):
@@ -123,7 +123,7 @@ def tenant_record(data_dir, user, service):
 def all_files_text(folder):
     """Every byte under a folder, for 'this secret appears nowhere' checks."""
     chunks = []
-    for dirpath, _, files in os.walk(folder):
+    for dirpath, _u, files in os.walk(folder):
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as f:
                 chunks.append(f.read().decode("utf-8", "replace"))

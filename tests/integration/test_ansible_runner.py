@@ -28,7 +28,7 @@ def test_runner_with_fqcn_playbook_and_env_enabled_callback(cluster, data_dir, t
     )
     assert result.status == "successful", result.stdout.read()
     got = reports(data_dir, "runner_user", "svc")
-    assert [b["status"] for _, b in got] == CPU_STATUSES
+    assert [b["status"] for _u, b in got] == CPU_STATUSES
     assert len([ln for ln in log_lines(data_dir) if "User: runner_user," in ln]) == len(CPU_STATUSES)
     assert find_deployment(data_dir, "runner_user", "svc")["status"] == "created"
 
@@ -37,4 +37,4 @@ def test_runner_with_fqcn_playbook_and_env_enabled_callback(cluster, data_dir, t
                      for e in result.events
                      if e.get("event") == "runner_on_ok" and "es_report" in e.get("event_data", {}).get("res", {})]
     assert [r["status"] for r in event_reports] == CPU_STATUSES
-    assert event_reports == [b for _, b in got]
+    assert event_reports == [b for _u, b in got]

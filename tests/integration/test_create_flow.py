@@ -45,19 +45,19 @@ def expected_message(status, disk="10Gi", gpus=0):
 
 def assert_reports_and_log(data_dir, user, service, namespace, statuses, disk="10Gi", gpus=0):
     got = reports(data_dir, user, service)
-    assert [b["status"] for _, b in got] == statuses
-    assert [b["message"] for _, b in got] == [expected_message(s, disk, gpus) for s in statuses]
-    names = [n for n, _ in got]
+    assert [b["status"] for _u, b in got] == statuses
+    assert [b["message"] for _u, b in got] == [expected_message(s, disk, gpus) for s in statuses]
+    names = [n for n, _u in got]
     assert names == sorted(names) and len(set(names)) == len(names)
     prefix = "%s_%s_" % (user, service)
     assert all(n.startswith(prefix) and n.endswith(".json") for n in names)
-    ids = {b["deployment_id"] for _, b in got}
+    ids = {b["deployment_id"] for _u, b in got}
     assert len(ids) == 1 and ids != {""}
-    for _, body in got:
+    for _u, body in got:
         assert TS.match(body["timestamp"])
         assert (body["user"], body["service_name"], body["namespace"]) == (user, service, namespace)
     lines = [ln for ln in log_lines(data_dir) if ("User: %s, Service: %s," % (user, service)) in ln]
-    assert lines == [expected_log_line(b) for _, b in got]
+    assert lines == [expected_log_line(b) for _u, b in got]
     return got
 
 
@@ -149,7 +149,7 @@ def test_image_pull_failure_fails_fast_and_rolls_back(cluster, data_dir):
     proc = run_playbook(cluster.kubeconfig, data_dir, vars_)
     elapsed = time.monotonic() - started
     got = _assert_failed_run(data_dir, "pull_user", "svc", "rollout", proc)
-    assert [b["status"] for _, b in got] == CPU_STATUSES[:6] + ["failed"]
+    assert [b["status"] for _u, b in got] == CPU_STATUSES[:6] + ["failed"]
     message = got[-1][1]["message"]
     assert "ImagePullBackOff" in message or "ErrImagePull" in message
     assert BAD_REGISTRY + "/kibana/kibana:8.15.3" in message and "kibana" in message
@@ -198,7 +198,7 @@ def test_quota_refusal_creates_nothing(cluster, data_dir):
     before = cluster.namespace_names()
     proc = run_playbook(cluster.kubeconfig, data_dir, vars_)
     got = _assert_failed_run(data_dir, "quota_user", "svc", "metadata", proc)
-    assert [b["status"] for _, b in got] == ["failed"]
+    assert [b["status"] for _u, b in got] == ["failed"]
     assert "max_gpus_per_user" in got[0][1]["message"]
     assert cluster.namespace_names() == before
     if cluster.sim:
@@ -210,7 +210,7 @@ def test_invalid_request_writes_only_inside_the_data_folder(cluster, data_dir, t
     proc = run_playbook(cluster.kubeconfig, data_dir, vars_)
     assert proc.returncode != 0
     got = reports(data_dir)
-    assert [b["status"] for _, b in got] == ["failed"]
+    assert [b["status"] for _u, b in got] == ["failed"]
     assert got[0][1]["user"] == "../../etc"
     assert got[0][0].startswith("%2E.%2F..%2Fetc_svc_")
     assert "user:" in got[0][1]["message"] and "stage metadata" in got[0][1]["message"]
@@ -254,7 +254,7 @@ def test_batch_with_forks(cluster, data_dir, tmp_path):
         assert_reports_and_log(data_dir, user, service, ns, statuses, gpus=gpus)
         assert find_deployment(data_dir, user, service)["status"] == "created"
         assert cluster.apps.read_namespaced_stateful_set("elasticsearch", ns).status.ready_replicas == 1
-    ids = {b["deployment_id"] for _, b in reports(data_dir)}
+    ids = {b["deployment_id"] for _u, b in reports(data_dir)}
     assert len(ids) == 3
 
 
@@ -273,13 +273,13 @@ def test_second_run_for_the_same_tenant_is_refused_while_the_first_is_creating(c
                     timeout=120)
     second = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("dup_user", "svc", "es-dup"))
     assert second.returncode != 0
-    out, _ = first.communicate(timeout=300)
+    out, _u = first.communicate(timeout=300)
     assert out.startswith("0"), out
     got = reports(data_dir, "dup_user", "svc")
-    failed = [b for _, b in got if b["status"] == "failed"]
+    failed = [b for _u, b in got if b["status"] == "failed"]
     assert len(failed) == 1 and "already being created" in failed[0]["message"]
     first_id = got[0][1]["deployment_id"]
     assert failed[0]["deployment_id"] != first_id
-    assert [b["status"] for _, b in got if b["deployment_id"] == first_id] == CPU_STATUSES
+    assert [b["status"] for _u, b in got if b["deployment_id"] == first_id] == CPU_STATUSES
     assert find_deployment(data_dir, "dup_user", "svc")["status"] == "created"
     assert tenant_record(data_dir, "dup_user", "svc")["status"] == "created"

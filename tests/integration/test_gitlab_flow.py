@@ -34,7 +34,7 @@ def test_pull_changes_the_configmap_and_adds_manifests(cluster, data_dir, gitlab
     proc = run_playbook(cluster.kubeconfig, data_dir, gitlab_vars(gitlab_server),
                         env={"GITLAB_TOKEN": gitlab_server.token}, args=["-v"])
     assert proc.returncode == 0, output(proc)
-    got = dict((b["status"], b) for _, b in reports(data_dir, "git_user", "svc"))
+    got = dict((b["status"], b) for _u, b in reports(data_dir, "git_user", "svc"))
     assert got["completed"]
 
     pulled = got["gitlab_pulled"]
@@ -112,7 +112,7 @@ def test_pull_failures_roll_back_without_leaking_the_token(cluster, data_dir, ca
         server.stop()
     assert proc.returncode != 0
     got = reports(data_dir, "git_user", "svc")
-    assert [b["status"] for _, b in got] == ["starting", "namespace_created", "failed"]
+    assert [b["status"] for _u, b in got] == ["starting", "namespace_created", "failed"]
     message = got[-1][1]["message"]
     assert message.startswith("Cluster creation failed at stage gitlab: ")
     assert needle.lower() in message.lower()

@@ -128,7 +128,7 @@ def run_module(tmp_path, sim, module, args, check=False, extra_env=None):
     if check:
         cmd.append("--check")
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300, check=False)
     elapsed = time.monotonic() - start
     assert out.exists(), proc.stdout + proc.stderr
     run_module.last_output = proc.stdout + proc.stderr + out.read_text()
@@ -141,7 +141,7 @@ def test_rollout_success(tmp_path):
     # pods become ready one after the other, seconds after the module starts: it has to wait for them
     with KubeSim(ready_delay=4) as sim:
         create_tenant(sim, replicas=2)
-        rc, result, _ = run_module(tmp_path, sim, "es_rollout", {"namespace": NS, "timeout": 120})
+        rc, result, _u = run_module(tmp_path, sim, "es_rollout", {"namespace": NS, "timeout": 120})
     assert rc == 0, result
     assert result["ready"] is True and result["changed"] is False
     assert [s["name"] for s in result["statefulsets"]] == ["elasticsearch"]
@@ -283,23 +283,23 @@ def test_rollout_check_mode_with_host_token_options_and_env(tmp_path):
         ca = ca_file(sim, tmp_path)
         # options as module parameters (no KUBECONFIG): the token must not leak into the output
         args = {"namespace": NS, "host": sim.url, "api_key": sim.token, "ca_cert": ca, "timeout": 60}
-        rc, result, _ = run_module(tmp_path, sim, "es_rollout", args, extra_env={})
+        rc, result, _u = run_module(tmp_path, sim, "es_rollout", args, extra_env={})
         assert rc == 0, result
         assert result["ready"] is True
         assert sim.token not in run_module.last_output
         # the same through K8S_AUTH_* variables, in check mode: evaluated once, nothing fails
         env = {"K8S_AUTH_HOST": sim.url, "K8S_AUTH_API_KEY": sim.token, "K8S_AUTH_SSL_CA_CERT": ca}
-        rc, result, _ = run_module(tmp_path, sim, "es_rollout", {"namespace": NS}, check=True, extra_env=env)
+        rc, result, _u = run_module(tmp_path, sim, "es_rollout", {"namespace": NS}, check=True, extra_env=env)
         assert rc == 0, result
         assert result["ready"] is True and result["changed"] is False
-        rc, result, _ = run_module(tmp_path, sim, "es_rollout", {"namespace": "es-absent"}, check=True,
-                                   extra_env=env)
+        rc, result, _u = run_module(tmp_path, sim, "es_rollout", {"namespace": "es-absent"}, check=True,
+                                    extra_env=env)
         assert rc == 0, result
         assert result["ready"] is False
         assert "not found in namespace es-absent" in result["msg"]
         # a wrong token is an API error, with a clear message and no token in it
         bad = dict(env, K8S_AUTH_API_KEY="not-the-token")
-        rc, result, _ = run_module(tmp_path, sim, "es_rollout", {"namespace": NS, "timeout": 5}, extra_env=bad)
+        rc, result, _u = run_module(tmp_path, sim, "es_rollout", {"namespace": NS, "timeout": 5}, extra_env=bad)
         assert rc != 0
         assert "401" in result["msg"] and "not-the-token" not in result["msg"]
 
@@ -312,18 +312,18 @@ PVC1 = "elasticsearch-data-elasticsearch-1"
 
 def test_pvc_grow_check_mode_then_apply_then_idempotent(tmp_path):
     with KubeSim(ready_delay=0.2) as sim:
-        core, _ = create_tenant(sim, replicas=2, kibana=False)
+        core, _u = create_tenant(sim, replicas=2, kibana=False)
         wait_for(lambda: len(sim.objects("persistentvolumeclaims", NS)) == 2, what="PVCs")
         args = {"namespace": NS, "size": "20Gi", "wait": True, "wait_timeout": 60}
 
-        rc, result, _ = run_module(tmp_path, sim, "es_pvc_size", args, check=True)
+        rc, result, _u = run_module(tmp_path, sim, "es_pvc_size", args, check=True)
         assert rc == 0, result
         assert result["changed"] is True
         assert [(p["name"], p["old"], p["new"]) for p in result["pvcs"]] == [
             (PVC0, "10Gi", "20Gi"), (PVC1, "10Gi", "20Gi")]
         assert pvc_size(core, PVC0) == "10Gi" and pvc_size(core, PVC1) == "10Gi"
 
-        rc, result, _ = run_module(tmp_path, sim, "es_pvc_size", args)
+        rc, result, _u = run_module(tmp_path, sim, "es_pvc_size", args)
         assert rc == 0, result
         assert result["changed"] is True
         assert [(p["name"], p["old"], p["new"], p["capacity"]) for p in result["pvcs"]] == [
@@ -333,7 +333,7 @@ def test_pvc_grow_check_mode_then_apply_then_idempotent(tmp_path):
         assert len(patches) == 2
         assert all(r["content_type"].startswith("application/merge-patch+json") for r in patches)
 
-        rc, result, _ = run_module(tmp_path, sim, "es_pvc_size", dict(args, size="20480Mi"))
+        rc, result, _u = run_module(tmp_path, sim, "es_pvc_size", dict(args, size="20480Mi"))
         assert rc == 0, result
         assert result["changed"] is False
         assert len([r for r in sim.requests() if r["method"] == "PATCH"]) == 2
@@ -341,12 +341,12 @@ def test_pvc_grow_check_mode_then_apply_then_idempotent(tmp_path):
 
 def test_pvc_shrink_refused_nothing_changed(tmp_path):
     with KubeSim(ready_delay=0.2) as sim:
-        core, _ = create_tenant(sim, replicas=2, kibana=False)
+        core, _u = create_tenant(sim, replicas=2, kibana=False)
         wait_for(lambda: len(sim.objects("persistentvolumeclaims", NS)) == 2, what="PVCs")
         core.patch_namespaced_persistent_volume_claim(
             PVC1, NS, {"spec": {"resources": {"requests": {"storage": "30Gi"}}}},
             _content_type="application/merge-patch+json")
-        rc, result, _ = run_module(tmp_path, sim, "es_pvc_size", {"namespace": NS, "size": "20Gi"})
+        rc, result, _u = run_module(tmp_path, sim, "es_pvc_size", {"namespace": NS, "size": "20Gi"})
         assert rc != 0
         assert "disk_size 20Gi" in result["msg"]
         assert "%s/%s" % (NS, PVC1) in result["msg"]
@@ -359,14 +359,14 @@ def test_pvc_shrink_refused_nothing_changed(tmp_path):
 
 def test_pvc_refused_when_a_claim_is_not_bound(tmp_path):
     with KubeSim(ready_delay=0.2) as sim:
-        core, _ = create_tenant(sim, kibana=False)
+        core, _u = create_tenant(sim, kibana=False)
         wait_for(lambda: sim.objects("persistentvolumeclaims", NS), what="PVC")
         # a claim of ordinal 1 left over from a larger StatefulSet, never bound (its class does not exist)
         core.create_namespaced_persistent_volume_claim(NS, {
             "metadata": {"name": PVC1},
             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "gone",
                      "resources": {"requests": {"storage": "10Gi"}}}})
-        rc, result, _ = run_module(tmp_path, sim, "es_pvc_size", {"namespace": NS, "size": "20Gi"})
+        rc, result, _u = run_module(tmp_path, sim, "es_pvc_size", {"namespace": NS, "size": "20Gi"})
         assert rc != 0
         assert "PVC %s/%s is not bound (phase Pending)" % (NS, PVC1) in result["msg"]
         assert pvc_size(core, PVC0) == "10Gi"
@@ -378,9 +378,9 @@ def test_pvc_refused_when_storage_class_cannot_expand(tmp_path):
         client = api(sim)
         kubernetes.client.StorageV1Api(client).create_storage_class({
             "metadata": {"name": "fixed"}, "provisioner": "kubesim.io/hostpath", "allowVolumeExpansion": False})
-        core, _ = create_tenant(sim, kibana=False, storage_class="fixed")
+        core, _u = create_tenant(sim, kibana=False, storage_class="fixed")
         wait_for(lambda: sim.objects("persistentvolumeclaims", NS), what="PVC")
-        rc, result, _ = run_module(tmp_path, sim, "es_pvc_size", {"namespace": NS, "size": "20Gi"})
+        rc, result, _u = run_module(tmp_path, sim, "es_pvc_size", {"namespace": NS, "size": "20Gi"})
         assert rc != 0
         assert "StorageClass fixed" in result["msg"] and "does not allow volume expansion" in result["msg"]
         assert pvc_size(core, PVC0) == "10Gi"

@@ -127,7 +127,7 @@ class Controllers:
                     log.exception("kubesim controllers: dispatch failed for %r", item[:2])
             t = time.monotonic()
             while self._timers and self._timers[0][0] <= t:
-                when, _, key = heapq.heappop(self._timers)
+                when, _u, key = heapq.heappop(self._timers)
                 if self._timer_at.get(key) == when:
                     del self._timer_at[key]
                     keys[key] = True
@@ -209,7 +209,7 @@ class Controllers:
                                             "apps/controllerrevisions"}):
             if res in ("events", "namespaces", "nodes"):
                 continue
-            items, _ = self.store.list(res, namespace=ns, predicate=owned)
+            items, _u = self.store.list(res, namespace=ns, predicate=owned)
             for item in items:
                 others = [r for r in item["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
                 if any(self._uid_exists(res, item["metadata"].get("namespace"), r) for r in others):
@@ -353,7 +353,7 @@ class Controllers:
                 return self.store.get("storage.k8s.io/storageclasses", None, name)
             except NotFound:
                 return None
-        classes, _ = self.store.list("storage.k8s.io/storageclasses")
+        classes, _u = self.store.list("storage.k8s.io/storageclasses")
         for sc in classes:
             ann = sc["metadata"].get("annotations") or {}
             if ann.get("storageclass.kubernetes.io/is-default-class") == "true":
@@ -542,4 +542,3 @@ def _release_pv(pv):
 def _node_cond(ctype, status, reason, message, t):
     return {"type": ctype, "status": status, "reason": reason, "message": message,
             "lastHeartbeatTime": t, "lastTransitionTime": t}
-

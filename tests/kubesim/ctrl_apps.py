@@ -72,7 +72,7 @@ class AppsControllers:
     # -- shared ---------------------------------------------------------------------
     def _owned_pods(self, owner):
         uid = owner["metadata"]["uid"]
-        pods, _ = self.store.list("pods", owner["metadata"]["namespace"], lambda o: is_controlled_by(o, uid))
+        pods, _u = self.store.list("pods", owner["metadata"]["namespace"], lambda o: is_controlled_by(o, uid))
         return pods
 
     def _new_pod(self, owner, api_version, kind, template, name=None, generate=None):
@@ -101,7 +101,7 @@ class AppsControllers:
         apply_defaults("Pod", pod, self.store)
         if "name" in pod["metadata"]:
             return self.store.create("pods", pod)
-        for _ in range(10):
+        for _u in range(10):
             pod["metadata"]["name"] = pod["metadata"]["generateName"] + random_suffix()
             try:
                 return self.store.create("pods", pod)
@@ -207,8 +207,8 @@ class AppsControllers:
         pspec["hostname"] = name
         if spec.get("serviceName"):
             pspec["subdomain"] = spec["serviceName"]
-        vols = [v for v in pspec.get("volumes") or []]
-        for vname, claim, _ in self._sts_claims(sts, ordinal):
+        vols = list(pspec.get("volumes") or [])
+        for vname, claim, _u in self._sts_claims(sts, ordinal):
             vols = [v for v in vols if v.get("name") != vname]
             vols.append({"name": vname, "persistentVolumeClaim": {"claimName": claim}})
         if vols:
@@ -230,8 +230,8 @@ class AppsControllers:
         monotonic = spec.get("podManagementPolicy", "OrderedReady") != "Parallel"
         min_ready = int(spec.get("minReadySeconds") or 0)
 
-        existing = [r for r in self.store.list("apps/controllerrevisions", ns,
-                                               lambda o: is_controlled_by(o, meta["uid"]))[0]]
+        existing = list(self.store.list("apps/controllerrevisions", ns,
+                                        lambda o: is_controlled_by(o, meta["uid"]))[0])
         number = max([int(r.get("revision") or 0) for r in existing] + [0])
         update_rev = "%s-%s" % (name, template_hash(template))
         known = {r["metadata"]["name"]: r for r in existing}
@@ -362,7 +362,7 @@ class AppsControllers:
         pods = [p for p in self._owned_pods(rs) if _active(p)]
         diff = len(pods) - replicas
         if diff < 0:
-            for _ in range(-diff):
+            for _u in range(-diff):
                 pod = self._new_pod(rs, "apps/v1", "ReplicaSet", spec.get("template") or {}, generate=name + "-")
                 created = self._create_pod(pod)
                 if created is None:
@@ -438,7 +438,7 @@ class AppsControllers:
             max_unavail = min(max_unavail, replicas)
         else:
             max_surge, max_unavail = 0, 0
-        rss, _ = self.store.list("apps/replicasets", ns, lambda o: is_controlled_by(o, meta["uid"]))
+        rss, _u = self.store.list("apps/replicasets", ns, lambda o: is_controlled_by(o, meta["uid"]))
         key = _strip_hash(template)
         new_rs = next((r for r in rss if _strip_hash((r.get("spec") or {}).get("template")) == key), None)
         old_rss = [r for r in rss if new_rs is None or r["metadata"]["uid"] != new_rs["metadata"]["uid"]]
@@ -486,7 +486,7 @@ class AppsControllers:
                                        "Scaled up replica set %s from 0 to %d" % (rs_name, initial),
                                        "deployment-controller")
                 progressing_msg = ("NewReplicaSetCreated", 'Created new replica set "%s"' % rs_name)
-            rss = [r for r in rss] + [new_rs]
+            rss = list(rss) + [new_rs]
         else:
             rev = int((new_rs["metadata"].get("annotations") or {}).get(REVISION, "0") or 0)
             if rev < max_rev:
@@ -532,7 +532,7 @@ class AppsControllers:
                         if down > 0:
                             self._scale_rs(d, r, cnt - down, max_surge)
                             cleaned += down
-                    rss, _ = self.store.list("apps/replicasets", ns, lambda o: is_controlled_by(o, meta["uid"]))
+                    rss, _u = self.store.list("apps/replicasets", ns, lambda o: is_controlled_by(o, meta["uid"]))
                     olds = sorted((r for r in rss if r["metadata"]["uid"] != new_rs["metadata"]["uid"]
                                    and _replicas(r.get("spec") or {}) > 0),
                                   key=lambda r: (r["metadata"].get("creationTimestamp") or "", r["metadata"]["name"]))
@@ -552,7 +552,7 @@ class AppsControllers:
             old_pods = [p for r in old_rss for p in self._owned_pods(r)]
             if not active_old and not old_pods and new_count != replicas:
                 new_rs = self._scale_rs(d, new_rs, replicas, 0)
-        rss, _ = self.store.list("apps/replicasets", ns, lambda o: is_controlled_by(o, meta["uid"]))
+        rss, _u = self.store.list("apps/replicasets", ns, lambda o: is_controlled_by(o, meta["uid"]))
         self._cleanup_history(d, rss, new_rs)
         return self._deploy_status(d, rss, new_rs, max_unavail, progressing_msg)
 
@@ -690,7 +690,7 @@ class AppsControllers:
                 labels.setdefault(k, meta["uid"])
             for k in ("batch.kubernetes.io/job-name", "job-name"):
                 labels.setdefault(k, name)
-            for _ in range(max(0, want)):
+            for _u in range(max(0, want)):
                 pod = self._new_pod(job, "batch/v1", "Job", template, generate=name + "-")
                 created = self._create_pod(pod)
                 if created is None:

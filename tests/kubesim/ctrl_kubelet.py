@@ -205,7 +205,7 @@ class Kubelet:
             return ((o.get("spec") or {}).get("nodeName") == node_name and o["metadata"]["uid"] != uid
                     and (o.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
 
-        others, _ = self.store.list("pods", predicate=on_node)
+        others, _u = self.store.list("pods", predicate=on_node)
         used = {}
         for o in others:
             for res, q in pod_requests(o.get("spec") or {}).items():
@@ -262,7 +262,7 @@ class Kubelet:
             else:
                 for c in rt.main:
                     self._begin(pod, rt, c, t)
-        for _ in range(200):
+        for _u in range(200):
             if not self._advance(pod, rt, time.monotonic()):
                 break
         self._write_status(pod, rt, time.monotonic())

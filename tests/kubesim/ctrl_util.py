@@ -68,11 +68,11 @@ def template_hash(template, collision_count=0):
 
 
 def random_suffix(n=5):
-    return "".join(random.choice(ALPHANUMS) for _ in range(n))
+    return "".join(random.choice(ALPHANUMS) for _u in range(n))
 
 
 def hex_id(n=64):
-    return "".join(random.choice("0123456789abcdef") for _ in range(n))
+    return "".join(random.choice("0123456789abcdef") for _u in range(n))
 
 
 # -- images ----------------------------------------------------------------------

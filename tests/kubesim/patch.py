@@ -170,9 +170,10 @@ def field_set(obj, node):
     for key, value in obj.items():
         fkey = "f:" + key
         child = schema.child_schema(node, key) if node else None
-        if isinstance(value, dict) and value and (child is None or schema.resolve(child).get("properties") is not None
-                                                   or isinstance(schema.resolve(child).get("additionalProperties"),
-                                                                 dict)):
+        resolved = schema.resolve(child) if child is not None else None
+        if isinstance(value, dict) and value and (
+                resolved is None or resolved.get("properties") is not None
+                or isinstance(resolved.get("additionalProperties"), dict)):
             out[fkey] = field_set(value, child)
         elif isinstance(value, list) and value:
             items, strategies, merge_keys = _list_meta(node, key, True)
@@ -217,7 +218,7 @@ def remove_path(obj, path):
     cur = obj
     for i, key in enumerate(path):
         last = i == len(path) - 1
-        kind, _, rest = key.partition(":")
+        kind, _u, rest = key.partition(":")
         if kind == "f":
             if not isinstance(cur, dict) or rest not in cur:
                 return
@@ -269,7 +270,7 @@ def removed_paths(old_fs, new_fs, others):
 def value_at(obj, path):
     cur = obj
     for key in path:
-        kind, _, rest = key.partition(":")
+        kind, _u, rest = key.partition(":")
         if kind == "f" and isinstance(cur, dict) and rest in cur:
             cur = cur[rest]
         elif kind == "k" and isinstance(cur, list):
@@ -285,7 +286,7 @@ def value_at(obj, path):
 def path_to_field(path):
     parts = []
     for key in path:
-        kind, _, rest = key.partition(":")
+        kind, _u, rest = key.partition(":")
         if kind == "f":
             parts.append("." + rest)
         elif kind == "k":

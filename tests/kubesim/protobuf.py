@@ -64,7 +64,7 @@ _LAYOUTS = {
 
 def _map_entry(raw, binary):
     k = v = ""
-    for num, _, val in fields(raw):
+    for num, _u, val in fields(raw):
         if num == 1:
             k = val.decode()
         elif num == 2:
@@ -75,7 +75,7 @@ def _map_entry(raw, binary):
 def decode_message(raw, layout):
     spec = _LAYOUTS[layout]
     out = {}
-    for num, _, val in fields(raw):
+    for num, _u, val in fields(raw):
         if num not in spec:
             continue
         name, kind = spec[num]
@@ -100,9 +100,9 @@ def decode(body):
         raise ProtobufError("missing protobuf magic prefix")
     api_version = kind = ""
     raw = b""
-    for num, _, val in fields(body[len(MAGIC):]):
+    for num, _u, val in fields(body[len(MAGIC):]):
         if num == 1:
-            for n, _, v in fields(val):
+            for n, _u, v in fields(val):
                 if n == 1:
                     api_version = v.decode()
                 elif n == 2:

@@ -55,7 +55,7 @@ def by_store_key(key):
 
 
 def by_kind(api_version, kind):
-    group, _, version = api_version.rpartition("/")
+    group, _u, version = api_version.rpartition("/")
     for r in RESOURCES:
         if r.group == group and r.version == version and r.kind == kind:
             return r

@@ -370,7 +370,7 @@ class ApiServer:
     def finalize_namespaces(self):
         """The namespace controller: a Terminating namespace loses its
         objects (after ``NAMESPACE_FINALIZE_DELAY``), then goes away."""
-        namespaces, _ = self.store.list("namespaces")
+        namespaces, _u = self.store.list("namespaces")
         now = time.monotonic()
         for ns in namespaces:
             if not ns["metadata"].get("deletionTimestamp"):
@@ -383,7 +383,7 @@ class ApiServer:
             keys = WORKLOAD_ORDER + [resources.store_key(r) for r in resources.RESOURCES
                                      if r.namespaced and resources.store_key(r) not in WORKLOAD_ORDER]
             for key in keys:
-                items, _ = self.store.list(key, name)
+                items, _u = self.store.list(key, name)
                 for obj in items:
                     remaining += 1
                     try:
@@ -430,7 +430,7 @@ class ApiServer:
             meta.pop("namespace", None)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(
-                random.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+                random.choice(string.ascii_lowercase + string.digits) for _u in range(5))
         obj["apiVersion"] = resources.api_version_of(res)
         obj["kind"] = res.kind
         validation.apply_defaults(res.kind, obj, self.store)
@@ -696,7 +696,7 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.api
         if path == "/kubesim/objects":
             if query.get("resource"):
-                items, _ = api.store.list(query["resource"], query.get("namespace") or None)
+                items, _u = api.store.list(query["resource"], query.get("namespace") or None)
             else:
                 items = [{"resource": r, "object": o} for r, o in api.store.all_objects()]
             return self._send(200, {"items": items})
@@ -865,9 +865,10 @@ class Request:
         kind = expect_kind or self.res.kind
         api_version = "autoscaling/v1" if kind == "Scale" else resources.api_version_of(self.res)
         if obj.get("kind") and obj.get("kind") != kind:
-            raise bad_request("%s in version \"%s\" cannot be handled as a %s: the object provided is unrecognized "
-                              "(must be of type %s): %s" % (obj.get("kind"), self.res.version, kind, kind,
-                                                           'couldn\'t find type: %s' % obj.get("kind")))
+            raise bad_request(
+                "%s in version \"%s\" cannot be handled as a %s: the object provided is unrecognized "
+                "(must be of type %s): couldn't find type: %s"
+                % (obj.get("kind"), self.res.version, kind, kind, obj.get("kind")))
         if obj.get("apiVersion") and obj.get("apiVersion") != api_version:
             raise bad_request("the API version in the data (%s) does not match the expected API version (%s)"
                               % (obj.get("apiVersion"), api_version))
@@ -941,7 +942,7 @@ class Request:
         initial = []
         with self.store.lock:
             if rv in (None, "", "0"):
-                items, _ = self.store.list(self.key, self.namespace)
+                items, _u = self.store.list(self.key, self.namespace)
                 initial = [("ADDED", o) for o in items]
                 q = self.store.watch(self.key, self.namespace)
             else:

@@ -127,7 +127,7 @@ class Store:
         with self.lock:
             items = [
                 copy.deepcopy(o)
-                for (res, ns, _), o in self._objects.items()
+                for (res, ns, _u), o in self._objects.items()
                 if res == resource and (namespace is None or ns == namespace) and (predicate is None or predicate(o))
             ]
             items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
@@ -135,7 +135,7 @@ class Store:
 
     def all_objects(self):
         with self.lock:
-            return [(res, copy.deepcopy(o)) for (res, _, _), o in sorted(self._objects.items())]
+            return [(res, copy.deepcopy(o)) for (res, _u, _u), o in sorted(self._objects.items())]
 
     # -- writes ------------------------------------------------------------
     def create(self, resource, obj, namespaced=True):

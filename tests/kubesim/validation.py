@@ -236,7 +236,7 @@ def apply_defaults(kind, obj, store=None):
     elif kind == "PersistentVolumeClaim" and isinstance(spec, dict):
         spec.setdefault("volumeMode", "Filesystem")
         if "storageClassName" not in spec and store is not None:
-            classes, _ = store.list("storage.k8s.io/storageclasses")
+            classes, _u = store.list("storage.k8s.io/storageclasses")
             for sc in classes:
                 if sc["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true":
                     spec["storageClassName"] = sc["metadata"]["name"]

@@ -67,7 +67,7 @@ def test_typed_clients_crud_and_errors(api):
         apps.patch_namespaced_stateful_set("elasticsearch", "es1", {"spec": {"serviceName": "x"}})
     assert exc.value.status == 422
     stale = apps.read_namespaced_stateful_set("elasticsearch", "es1")
-    for _ in range(20):  # the controller writes status concurrently: retry on conflict as clients do
+    for _u in range(20):  # the controller writes status concurrently: retry on conflict as clients do
         fresh = apps.read_namespaced_stateful_set("elasticsearch", "es1")
         fresh.metadata.labels = {"a": "b"}
         try:

@@ -57,7 +57,7 @@ def cm_obj(name, ns="es1", data=None, owner=None):
 @pytest.fixture
 def sim(kubesim_factory):
     s = kubesim_factory(ready_delay=0.1)
-    status, _, _ = s.call("POST", "/api/v1/namespaces", ns_obj("es1"))
+    status, _u, _u = s.call("POST", "/api/v1/namespaces", ns_obj("es1"))
     assert status == 201
     return s
 
@@ -80,40 +80,40 @@ def test_tls_is_verified_against_the_generated_ca(sim):
     with pytest.raises(urllib.error.URLError) as exc:
         urllib.request.urlopen(sim.url + "/version", context=plain, timeout=10)
     assert isinstance(exc.value.reason, ssl.SSLCertVerificationError)
-    status, body, _ = sim.call("GET", "/version")
+    status, body, _u = sim.call("GET", "/version")
     assert status == 200 and body["major"] == "1" and body["gitVersion"].startswith("v1.32")
 
 
 @pytest.mark.parametrize("token", ["", "wrong-token"])
 def test_requests_without_the_token_get_401_status(sim, token):
-    status, body, _ = sim.call("GET", "/api/v1/namespaces", token=token)
+    status, body, _u = sim.call("GET", "/api/v1/namespaces", token=token)
     assert status == 401
     assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                     "message": "Unauthorized", "reason": "Unauthorized", "code": 401}
 
 
 def test_discovery_lists_resources_with_short_names_and_subresources(sim):
-    _, api, _ = sim.call("GET", "/api")
+    _u, api, _u = sim.call("GET", "/api")
     assert api["versions"] == ["v1"]
-    _, core, _ = sim.call("GET", "/api/v1")
+    _u, core, _u = sim.call("GET", "/api/v1")
     by_name = {r["name"]: r for r in core["resources"]}
     for name in ("namespaces", "configmaps", "secrets", "services", "serviceaccounts", "persistentvolumeclaims",
                  "pods", "events", "resourcequotas", "limitranges", "nodes"):
         assert name in by_name
     assert by_name["persistentvolumeclaims"]["shortNames"] == ["pvc"]
     assert by_name["namespaces"]["namespaced"] is False and by_name["namespaces"]["shortNames"] == ["ns"]
-    _, groups, _ = sim.call("GET", "/apis")
+    _u, groups, _u = sim.call("GET", "/apis")
     assert {g["name"] for g in groups["groups"]} >= {"apps", "batch", "storage.k8s.io"}
-    _, apps, _ = sim.call("GET", "/apis/apps/v1")
+    _u, apps, _u = sim.call("GET", "/apis/apps/v1")
     by_name = {r["name"]: r for r in apps["resources"]}
     assert by_name["statefulsets"]["shortNames"] == ["sts"]
     assert by_name["deployments"]["shortNames"] == ["deploy"]
     assert by_name["statefulsets/scale"]["kind"] == "Scale" and by_name["statefulsets/scale"]["group"] == "autoscaling"
     assert "statefulsets/status" in by_name and "deployments/scale" in by_name
     assert set(by_name["statefulsets"]["verbs"]) >= {"create", "get", "list", "watch", "patch", "update", "delete"}
-    _, v3, _ = sim.call("GET", "/openapi/v3")
+    _u, v3, _u = sim.call("GET", "/openapi/v3")
     assert "apis/apps/v1" in v3["paths"]
-    _, doc, _ = sim.call("GET", v3["paths"]["apis/apps/v1"]["serverRelativeURL"])
+    _u, doc, _u = sim.call("GET", v3["paths"]["apis/apps/v1"]["serverRelativeURL"])
     op = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"]["patch"]
     assert op["x-kubernetes-group-version-kind"] == {"group": "apps", "version": "v1", "kind": "StatefulSet"}
     assert "fieldValidation" in [p["name"] for p in op["parameters"]]
@@ -122,21 +122,21 @@ def test_discovery_lists_resources_with_short_names_and_subresources(sim):
 def test_bootstrap_objects(sim):
     names = {o["metadata"]["name"] for o in sim.objects("namespaces")}
     assert {"default", "kube-system", "kube-public", "es1"} <= names
-    _, node, _ = sim.call("GET", "/api/v1/nodes/kubesim-node-1")
+    _u, node, _u = sim.call("GET", "/api/v1/nodes/kubesim-node-1")
     assert node["status"]["capacity"]["cpu"] == "16" and node["status"]["allocatable"]["memory"] == "64Gi"
     assert node["status"]["capacity"]["pods"] == "110"
     assert "nvidia.com/gpu" not in node["status"]["capacity"]
     assert [c for c in node["status"]["conditions"] if c["type"] == "Ready"][0]["status"] == "True"
-    _, sc, _ = sim.call("GET", "/apis/storage.k8s.io/v1/storageclasses/standard")
+    _u, sc, _u = sim.call("GET", "/apis/storage.k8s.io/v1/storageclasses/standard")
     assert sc["allowVolumeExpansion"] is True and sc["provisioner"] == "kubesim.io/hostpath"
     assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
-    status, sa, _ = sim.call("GET", "/api/v1/namespaces/es1/serviceaccounts/default")
+    status, sa, _u = sim.call("GET", "/api/v1/namespaces/es1/serviceaccounts/default")
     assert status == 200 and sa["kind"] == "ServiceAccount"
 
 
 def test_node_capacity_follows_configuration(kubesim_factory):
     sim = kubesim_factory(node_cpu="4", node_memory="8Gi", node_gpus=2)
-    _, node, _ = sim.call("GET", "/api/v1/nodes/kubesim-node-1")
+    _u, node, _u = sim.call("GET", "/api/v1/nodes/kubesim-node-1")
     assert node["status"]["capacity"]["cpu"] == "4"
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "2"
 
@@ -145,20 +145,20 @@ def test_node_capacity_follows_configuration(kubesim_factory):
 
 
 def test_metadata_set_by_the_server(sim):
-    status, a, _ = sim.call("POST", STS_PATH % "es1", sts_obj())
+    status, a, _u = sim.call("POST", STS_PATH % "es1", sts_obj())
     assert status == 201
     meta = a["metadata"]
     assert meta["uid"] and meta["creationTimestamp"].endswith("Z") and meta["generation"] == 1
     rv1 = int(meta["resourceVersion"])
-    _, b, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1"))
+    _u, b, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1"))
     assert int(b["metadata"]["resourceVersion"]) > rv1
     assert "generation" not in b["metadata"]
     # label change: no generation bump; spec change: bump
-    _, c, _ = sim.call("PATCH", STS_PATH % "es1" + "/elasticsearch", {"metadata": {"labels": {"x": "y"}}},
-                       "application/merge-patch+json")
+    _u, c, _u = sim.call("PATCH", STS_PATH % "es1" + "/elasticsearch", {"metadata": {"labels": {"x": "y"}}},
+                         "application/merge-patch+json")
     assert c["metadata"]["generation"] == 1 and int(c["metadata"]["resourceVersion"]) > rv1
-    _, d, _ = sim.call("PATCH", STS_PATH % "es1" + "/elasticsearch", {"spec": {"replicas": 3}},
-                       "application/merge-patch+json")
+    _u, d, _u = sim.call("PATCH", STS_PATH % "es1" + "/elasticsearch", {"spec": {"replicas": 3}},
+                         "application/merge-patch+json")
     assert d["metadata"]["generation"] == 2
     assert d["metadata"]["uid"] == meta["uid"] and d["metadata"]["creationTimestamp"] == meta["creationTimestamp"]
     # defaults a real server fills in
@@ -170,29 +170,29 @@ def test_metadata_set_by_the_server(sim):
 
 
 def test_not_found_and_missing_namespace(sim):
-    status, body, _ = sim.call("GET", STS_PATH % "es1" + "/nope")
+    status, body, _u = sim.call("GET", STS_PATH % "es1" + "/nope")
     assert status == 404
     assert body["reason"] == "NotFound" and body["message"] == 'statefulsets.apps "nope" not found'
     assert body["details"] == {"name": "nope", "group": "apps", "kind": "statefulsets"}
-    status, body, _ = sim.call("POST", "/api/v1/namespaces/ghost/configmaps", cm_obj("c1", ns="ghost"))
+    status, body, _u = sim.call("POST", "/api/v1/namespaces/ghost/configmaps", cm_obj("c1", ns="ghost"))
     assert status == 404 and body["message"] == 'namespaces "ghost" not found'
     assert body["details"] == {"name": "ghost", "kind": "namespaces"}
-    status, body, _ = sim.call("DELETE", "/api/v1/namespaces/ghost/configmaps/c1")
+    status, body, _u = sim.call("DELETE", "/api/v1/namespaces/ghost/configmaps/c1")
     assert status == 404 and body["reason"] == "NotFound"
 
 
 def test_already_exists_and_stale_update_conflict(sim):
     assert sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1"))[0] == 201
-    status, body, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1"))
+    status, body, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1"))
     assert status == 409 and body["reason"] == "AlreadyExists"
     assert body["message"] == 'configmaps "c1" already exists'
-    _, cur, _ = sim.call("GET", "/api/v1/namespaces/es1/configmaps/c1")
+    _u, cur, _u = sim.call("GET", "/api/v1/namespaces/es1/configmaps/c1")
     stale = json.loads(json.dumps(cur))
     cur["data"] = {"k": "new"}
-    status, updated, _ = sim.call("PUT", "/api/v1/namespaces/es1/configmaps/c1", cur)
+    status, updated, _u = sim.call("PUT", "/api/v1/namespaces/es1/configmaps/c1", cur)
     assert status == 200 and updated["data"] == {"k": "new"}
     stale["data"] = {"k": "stale"}
-    status, body, _ = sim.call("PUT", "/api/v1/namespaces/es1/configmaps/c1", stale)
+    status, body, _u = sim.call("PUT", "/api/v1/namespaces/es1/configmaps/c1", stale)
     assert status == 409 and body["reason"] == "Conflict"
     assert "the object has been modified" in body["message"]
     assert sim.get("configmaps", "es1", "c1")["data"] == {"k": "new"}
@@ -203,12 +203,12 @@ def test_list_with_label_and_field_selectors(sim):
         obj = cm_obj("c%d" % i)
         obj["metadata"]["labels"] = {"tier": tier}
         sim.call("POST", "/api/v1/namespaces/es1/configmaps", obj)
-    _, lst, _ = sim.call("GET", "/api/v1/namespaces/es1/configmaps?labelSelector=tier%3Dhot")
+    _u, lst, _u = sim.call("GET", "/api/v1/namespaces/es1/configmaps?labelSelector=tier%3Dhot")
     assert lst["kind"] == "ConfigMapList" and [o["metadata"]["name"] for o in lst["items"]] == ["c0", "c1"]
     assert lst["metadata"]["resourceVersion"]
-    _, lst, _ = sim.call("GET", "/api/v1/namespaces/es1/configmaps?labelSelector=tier+notin+(hot),tier")
+    _u, lst, _u = sim.call("GET", "/api/v1/namespaces/es1/configmaps?labelSelector=tier+notin+(hot),tier")
     assert [o["metadata"]["name"] for o in lst["items"]] == ["c2"]
-    _, lst, _ = sim.call("GET", "/api/v1/configmaps?fieldSelector=metadata.name%3Dc1,metadata.namespace%3Des1")
+    _u, lst, _u = sim.call("GET", "/api/v1/configmaps?fieldSelector=metadata.name%3Dc1,metadata.namespace%3Des1")
     assert [o["metadata"]["name"] for o in lst["items"]] == ["c1"]
 
 
@@ -216,13 +216,13 @@ def test_list_with_label_and_field_selectors(sim):
 
 
 def test_names_must_be_dns_1123(sim):
-    status, body, _ = sim.call("POST", "/api/v1/namespaces", ns_obj("Bad_Name"))
+    status, body, _u = sim.call("POST", "/api/v1/namespaces", ns_obj("Bad_Name"))
     assert status == 422 and body["reason"] == "Invalid"
     assert body["message"].startswith('Namespace "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": '
                                       "a lowercase RFC 1123 label must consist of")
     assert body["details"]["causes"][0]["field"] == "metadata.name"
     assert body["details"]["causes"][0]["reason"] == "FieldValueInvalid"
-    status, body, _ = sim.call("POST", STS_PATH % "es1", sts_obj(name="ES.Cluster"))
+    status, body, _u = sim.call("POST", STS_PATH % "es1", sts_obj(name="ES.Cluster"))
     assert status == 422 and body["details"]["kind"] == "StatefulSet" and body["details"]["group"] == "apps"
     assert not sim.objects("apps/statefulsets", "es1")
 
@@ -232,8 +232,8 @@ def test_statefulset_spec_changes_outside_the_allowed_fields_are_forbidden(sim):
     path = STS_PATH % "es1" + "/elasticsearch"
     bigger = [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
                                                       "resources": {"requests": {"storage": "50Gi"}}}}]
-    status, body, _ = sim.call("PATCH", path, {"spec": {"volumeClaimTemplates": bigger}},
-                               "application/merge-patch+json")
+    status, body, _u = sim.call("PATCH", path, {"spec": {"volumeClaimTemplates": bigger}},
+                                "application/merge-patch+json")
     assert status == 422 and body["reason"] == "Invalid"
     assert body["message"] == (
         'StatefulSet.apps "elasticsearch" is invalid: spec: Forbidden: updates to statefulset spec for fields other '
@@ -241,16 +241,16 @@ def test_statefulset_spec_changes_outside_the_allowed_fields_are_forbidden(sim):
         "'minReadySeconds' are forbidden")
     assert body["details"]["causes"] == [{"reason": "FieldValueForbidden", "field": "spec", "message": body[
         "message"].split("spec: ", 1)[1]}]
-    status, _, _ = sim.call("PATCH", path, {"spec": {"serviceName": "other"}}, "application/merge-patch+json")
+    status, _u, _u = sim.call("PATCH", path, {"spec": {"serviceName": "other"}}, "application/merge-patch+json")
     assert status == 422
     for allowed in ({"replicas": 3}, {"minReadySeconds": 5}, {"updateStrategy": {"type": "OnDelete"}},
                     {"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"}}):
-        status, body, _ = sim.call("PATCH", path, {"spec": allowed}, "application/merge-patch+json")
+        status, body, _u = sim.call("PATCH", path, {"spec": allowed}, "application/merge-patch+json")
         assert status == 200, body
 
 
 def test_extended_resources_request_must_equal_limit(sim):
-    status, body, _ = sim.call("POST", STS_PATH % "es1", sts_obj(gpu=("1", "2")))
+    status, body, _u = sim.call("POST", STS_PATH % "es1", sts_obj(gpu=("1", "2")))
     assert status == 422
     cause = body["details"]["causes"][0]
     assert cause["field"] == "spec.template.spec.containers[0].resources.requests[nvidia.com/gpu]"
@@ -258,16 +258,16 @@ def test_extended_resources_request_must_equal_limit(sim):
     # a request without a limit is refused
     obj = sts_obj()
     obj["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "1"
-    status, body, _ = sim.call("POST", STS_PATH % "es1", obj)
+    status, body, _u = sim.call("POST", STS_PATH % "es1", obj)
     assert status == 422
     assert body["details"]["causes"][0]["message"] == (
         "Required value: Limit must be set for non overcommitable resources")
     # limit only: valid; a pod gets the request defaulted to the limit
-    status, _, _ = sim.call("POST", STS_PATH % "es1", sts_obj(gpu=(None, "1")))
+    status, _u, _u = sim.call("POST", STS_PATH % "es1", sts_obj(gpu=(None, "1")))
     assert status == 201
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "es1"}, "spec": {"containers": [
         {"name": "c", "image": "busybox:1.36", "resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "1"}}}]}}
-    status, created, _ = sim.call("POST", "/api/v1/namespaces/es1/pods", pod)
+    status, created, _u = sim.call("POST", "/api/v1/namespaces/es1/pods", pod)
     assert status == 201
     assert created["spec"]["containers"][0]["resources"]["requests"] == {"nvidia.com/gpu": "1", "cpu": "1"}
 
@@ -277,7 +277,7 @@ def _bound_pvc(sim, name, size, storage_class):
            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}
     if storage_class:
         obj["spec"]["storageClassName"] = storage_class
-    status, created, _ = sim.call("POST", "/api/v1/namespaces/es1/persistentvolumeclaims", obj)
+    status, created, _u = sim.call("POST", "/api/v1/namespaces/es1/persistentvolumeclaims", obj)
     assert status == 201, created
     sim.store.mutate("persistentvolumeclaims", "es1", name,
                      lambda o: o.setdefault("status", {}).update(phase="Bound", capacity={"storage": size}),
@@ -289,20 +289,20 @@ def test_pvc_shrink_is_invalid_and_growth_needs_an_expandable_class(sim):
     created = _bound_pvc(sim, "data-0", "5Gi", None)
     assert created["spec"]["storageClassName"] == "standard"
     path = "/api/v1/namespaces/es1/persistentvolumeclaims/"
-    status, body, _ = sim.call("PATCH", path + "data-0", {"spec": {"resources": {"requests": {"storage": "1Gi"}}}},
-                               "application/strategic-merge-patch+json")
+    status, body, _u = sim.call("PATCH", path + "data-0", {"spec": {"resources": {"requests": {"storage": "1Gi"}}}},
+                                "application/strategic-merge-patch+json")
     assert status == 422 and body["reason"] == "Invalid"
     assert body["details"]["causes"][0]["field"] == "spec.resources.requests.storage"
     assert "Forbidden: field can not be less than" in body["message"]
-    status, body, _ = sim.call("PATCH", path + "data-0", {"spec": {"resources": {"requests": {"storage": "10Gi"}}}},
-                               "application/strategic-merge-patch+json")
+    status, body, _u = sim.call("PATCH", path + "data-0", {"spec": {"resources": {"requests": {"storage": "10Gi"}}}},
+                                "application/strategic-merge-patch+json")
     assert status == 200 and body["spec"]["resources"]["requests"]["storage"] == "10Gi"
     sim.call("POST", "/apis/storage.k8s.io/v1/storageclasses", {
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fixed"},
         "provisioner": "kubesim.io/hostpath"})
     _bound_pvc(sim, "data-1", "5Gi", "fixed")
-    status, body, _ = sim.call("PATCH", path + "data-1", {"spec": {"resources": {"requests": {"storage": "10Gi"}}}},
-                               "application/strategic-merge-patch+json")
+    status, body, _u = sim.call("PATCH", path + "data-1", {"spec": {"resources": {"requests": {"storage": "10Gi"}}}},
+                                "application/strategic-merge-patch+json")
     assert status == 403 and body["reason"] == "Forbidden"
     assert body["message"] == ('persistentvolumeclaims "data-1" is forbidden: only dynamically provisioned pvc can be '
                                "resized and the storageclass that provisions the pvc must support resize")
@@ -314,7 +314,7 @@ def test_field_validation_strict_warn_ignore(sim):
     obj["bogus"] = 1
     obj["metadata"]["nonsense"] = "x"
     path = "/api/v1/namespaces/es1/configmaps"
-    status, body, _ = sim.call("POST", path + "?fieldValidation=Strict", obj)
+    status, body, _u = sim.call("POST", path + "?fieldValidation=Strict", obj)
     assert status == 400 and body["reason"] == "BadRequest"
     assert body["message"] == ('ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: '
                                'unknown field "metadata.nonsense", unknown field "bogus"')
@@ -323,11 +323,11 @@ def test_field_validation_strict_warn_ignore(sim):
     assert headers.get_all("Warning") == ['299 - "unknown field \\"metadata.nonsense\\""',
                                           '299 - "unknown field \\"bogus\\""']
     obj["metadata"]["name"] = "c2"
-    status, _, headers = sim.call("POST", path + "?fieldValidation=Ignore", obj)
+    status, _u, headers = sim.call("POST", path + "?fieldValidation=Ignore", obj)
     assert status == 201 and not headers.get_all("Warning")
     wrong = sts_obj()
     wrong["spec"]["replicas"] = "three"
-    status, body, _ = sim.call("POST", STS_PATH % "es1" + "?fieldValidation=Ignore", wrong)
+    status, body, _u = sim.call("POST", STS_PATH % "es1" + "?fieldValidation=Ignore", wrong)
     assert status == 400
     assert "cannot unmarshal string into Go struct field StatefulSetSpec.spec.replicas of type" in body["message"]
 
@@ -341,7 +341,7 @@ def test_strategic_merge_patch_merges_lists_by_their_keys(sim):
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "elasticsearch", "env": [
         {"name": "B", "value": "changed"}, {"name": "C", "value": "3"}, {"name": "A", "$patch": "delete"}],
         "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}}]}}}}
-    status, body, _ = sim.call("PATCH", path, patch, "application/strategic-merge-patch+json")
+    status, body, _u = sim.call("PATCH", path, patch, "application/strategic-merge-patch+json")
     assert status == 200, body
     containers = body["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["elasticsearch", "sidecar"]
@@ -350,7 +350,7 @@ def test_strategic_merge_patch_merges_lists_by_their_keys(sim):
     assert es["resources"]["limits"] == {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}
     assert es["image"] == "elasticsearch:8.15.0" and es["ports"][0]["containerPort"] == 9200
     # the same patch as a merge patch replaces the whole list
-    status, body, _ = sim.call("PATCH", path, {"spec": {"template": {"spec": {"containers": [
+    status, body, _u = sim.call("PATCH", path, {"spec": {"template": {"spec": {"containers": [
         {"name": "elasticsearch", "image": "elasticsearch:8.16.0"}]}}}}, "application/merge-patch+json")
     assert status == 200
     assert [c["name"] for c in body["spec"]["template"]["spec"]["containers"]] == ["elasticsearch"]
@@ -362,12 +362,12 @@ def test_json_patch(sim):
     path = STS_PATH % "es1" + "/elasticsearch"
     ops = [{"op": "replace", "path": "/spec/replicas", "value": 2},
            {"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}]
-    status, body, _ = sim.call("PATCH", path, ops, "application/json-patch+json")
+    status, body, _u = sim.call("PATCH", path, ops, "application/json-patch+json")
     assert status == 200 and body["spec"]["replicas"] == 2 and body["metadata"]["annotations"] == {"a": "b"}
-    status, body, _ = sim.call("PATCH", path, [{"op": "test", "path": "/spec/replicas", "value": 5}],
-                               "application/json-patch+json")
+    status, body, _u = sim.call("PATCH", path, [{"op": "test", "path": "/spec/replicas", "value": 5}],
+                                "application/json-patch+json")
     assert status == 422 and body["kind"] == "Status"
-    status, _, _ = sim.call("PATCH", path, {"spec": {}}, "text/plain")
+    status, _u, _u = sim.call("PATCH", path, {"spec": {}}, "text/plain")
     assert status == 415
 
 
@@ -375,33 +375,33 @@ def test_server_side_apply_create_update_prune_conflict_force(sim):
     path = STS_PATH % "es1" + "/elasticsearch"
     cfg = sts_obj()
     cfg["metadata"]["annotations"] = {"owned-by": "ansible"}
-    status, body, _ = sim.call("PATCH", path + "?fieldManager=ansible", json.dumps(cfg),
-                               "application/apply-patch+yaml")
+    status, body, _u = sim.call("PATCH", path + "?fieldManager=ansible", json.dumps(cfg),
+                                "application/apply-patch+yaml")
     assert status == 201 and body["metadata"]["managedFields"][0]["manager"] == "ansible"
     assert body["metadata"]["managedFields"][0]["operation"] == "Apply"
     # dropping a field the manager applied removes it; the same list merge rules apply
     del cfg["metadata"]["annotations"]
     cfg["spec"]["replicas"] = 2
     yaml_text = json.dumps(cfg)
-    status, body, _ = sim.call("PATCH", path + "?fieldManager=ansible", yaml_text, "application/apply-patch+yaml")
+    status, body, _u = sim.call("PATCH", path + "?fieldManager=ansible", yaml_text, "application/apply-patch+yaml")
     assert status == 200 and body["spec"]["replicas"] == 2 and "owned-by" not in body["metadata"].get(
         "annotations", {})
     # another applier changing an owned field conflicts unless forced
     other = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "elasticsearch"},
              "spec": {"replicas": 5}}
-    status, body, _ = sim.call("PATCH", path + "?fieldManager=other", json.dumps(other),
-                               "application/apply-patch+yaml")
+    status, body, _u = sim.call("PATCH", path + "?fieldManager=other", json.dumps(other),
+                                "application/apply-patch+yaml")
     assert status == 409 and body["reason"] == "Conflict"
     assert body["details"]["causes"][0] == {"reason": "FieldManagerConflict", "field": ".spec.replicas",
                                             "message": 'conflict with "ansible" using apps/v1'}
-    status, body, _ = sim.call("PATCH", path + "?fieldManager=other&force=true", json.dumps(other),
-                               "application/apply-patch+yaml")
+    status, body, _u = sim.call("PATCH", path + "?fieldManager=other&force=true", json.dumps(other),
+                                "application/apply-patch+yaml")
     assert status == 200 and body["spec"]["replicas"] == 5
     # apply merges lists by their list-map keys: ports are keyed by (containerPort, protocol)
     udp = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "elasticsearch"},
            "spec": {"template": {"spec": {"containers": [{"name": "elasticsearch", "ports": [
                {"name": "udp", "containerPort": 9200, "protocol": "UDP"}]}]}}}}
-    status, body, _ = sim.call("PATCH", path + "?fieldManager=ports", json.dumps(udp), "application/apply-patch+yaml")
+    status, body, _u = sim.call("PATCH", path + "?fieldManager=ports", json.dumps(udp), "application/apply-patch+yaml")
     assert status == 200
     ports = body["spec"]["template"]["spec"]["containers"][0]["ports"]
     assert [(p["containerPort"], p["protocol"]) for p in ports] == [(9200, "TCP"), (9200, "UDP")]
@@ -409,7 +409,7 @@ def test_server_side_apply_create_update_prune_conflict_force(sim):
     assert 'k:{"containerPort":9200,"protocol":"UDP"}' in \
         mine["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"elasticsearch"}']["f:ports"]
     # apply without a field manager is refused
-    status, body, _ = sim.call("PATCH", path, json.dumps(other), "application/apply-patch+yaml")
+    status, body, _u = sim.call("PATCH", path, json.dumps(other), "application/apply-patch+yaml")
     assert status == 422 and "fieldManager: Required value" in body["message"]
 
 
@@ -419,33 +419,33 @@ def test_server_side_apply_create_update_prune_conflict_force(sim):
 def test_scale_and_status_subresources(sim):
     sim.call("POST", STS_PATH % "es1", sts_obj())
     path = STS_PATH % "es1" + "/elasticsearch"
-    status, scale, _ = sim.call("GET", path + "/scale")
+    status, scale, _u = sim.call("GET", path + "/scale")
     assert status == 200 and scale["kind"] == "Scale" and scale["apiVersion"] == "autoscaling/v1"
     assert scale["spec"]["replicas"] == 1 and scale["status"]["selector"] == "app=es"
     scale["spec"]["replicas"] = 3
-    status, scale, _ = sim.call("PUT", path + "/scale", scale)
+    status, scale, _u = sim.call("PUT", path + "/scale", scale)
     assert status == 200 and scale["spec"]["replicas"] == 3
     assert sim.get("apps/statefulsets", "es1", "elasticsearch")["spec"]["replicas"] == 3
-    status, scale, _ = sim.call("PATCH", path + "/scale", {"spec": {"replicas": 0}}, "application/merge-patch+json")
+    status, scale, _u = sim.call("PATCH", path + "/scale", {"spec": {"replicas": 0}}, "application/merge-patch+json")
     assert status == 200 and sim.get("apps/statefulsets", "es1", "elasticsearch")["spec"]["replicas"] == 0
     # status: spec changes through /status are ignored, status changes through the main resource too
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "es-http", "namespace": "es1"},
            "spec": {"selector": {"app": "es"}, "ports": [{"name": "http", "port": 9200}]}}
-    status, svc, _ = sim.call("POST", "/api/v1/namespaces/es1/services", svc)
+    status, svc, _u = sim.call("POST", "/api/v1/namespaces/es1/services", svc)
     assert status == 201 and svc["spec"]["clusterIP"] and svc["spec"]["ports"][0]["targetPort"] == 9200
     svc_path = "/api/v1/namespaces/es1/services/es-http"
     svc["status"] = {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}
     svc["spec"]["ports"][0]["port"] = 9999
-    status, body, _ = sim.call("PUT", svc_path + "/status", svc)
+    status, body, _u = sim.call("PUT", svc_path + "/status", svc)
     assert status == 200 and body["status"]["loadBalancer"]["ingress"] == [{"ip": "10.0.0.1"}]
     assert body["spec"]["ports"][0]["port"] == 9200
-    status, body, _ = sim.call("PATCH", svc_path, {"status": {"loadBalancer": {}}}, "application/merge-patch+json")
+    status, body, _u = sim.call("PATCH", svc_path, {"status": {"loadBalancer": {}}}, "application/merge-patch+json")
     assert status == 200 and body["status"]["loadBalancer"]["ingress"] == [{"ip": "10.0.0.1"}]
-    status, body, _ = sim.call("PATCH", svc_path + "/status", {"status": {"loadBalancer": {"ingress": None}}},
-                               "application/merge-patch+json")
+    status, body, _u = sim.call("PATCH", svc_path + "/status", {"status": {"loadBalancer": {"ingress": None}}},
+                                "application/merge-patch+json")
     assert status == 200 and body["status"]["loadBalancer"] == {}
     svc["status"] = {"loadBalancer": {"ingress": [{"ip": "10.0.0.9"}]}}  # svc carries an old resourceVersion
-    status, body, _ = sim.call("PUT", svc_path + "/status", svc)
+    status, body, _u = sim.call("PUT", svc_path + "/status", svc)
     assert status == 409 and body["reason"] == "Conflict"
 
 
@@ -479,7 +479,7 @@ def test_watch_streams_added_modified_deleted(sim):
 
 
 def test_watch_resumes_from_resource_version_and_times_out(sim):
-    _, lst, _ = sim.call("GET", "/api/v1/namespaces/es1/configmaps")
+    _u, lst, _u = sim.call("GET", "/api/v1/namespaces/es1/configmaps")
     rv = lst["metadata"]["resourceVersion"]
     sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("later"))
     events = []
@@ -495,12 +495,12 @@ def test_watch_resumes_from_resource_version_and_times_out(sim):
 def test_namespace_deletion_terminates_then_removes_everything(sim):
     sim.call("POST", STS_PATH % "es1", sts_obj())
     sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1"))
-    status, body, _ = sim.call("DELETE", "/api/v1/namespaces/es1")
+    status, body, _u = sim.call("DELETE", "/api/v1/namespaces/es1")
     assert status == 200
     assert body["status"]["phase"] == "Terminating" and body["metadata"]["deletionTimestamp"]
     wait_for(lambda: sim.get("namespaces", None, "es1") is None)
     assert not sim.objects("configmaps", "es1") and not sim.objects("apps/statefulsets", "es1")
-    status, _, _ = sim.call("GET", "/api/v1/namespaces/es1")
+    status, _u, _u = sim.call("GET", "/api/v1/namespaces/es1")
     assert status == 404
 
 
@@ -510,9 +510,9 @@ def test_create_in_terminating_namespace_is_forbidden(sim):
     if sim.server.controllers is not None:
         sim.server.controllers.stop()
     sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1"))
-    status, body, _ = sim.call("DELETE", "/api/v1/namespaces/es1")
+    status, body, _u = sim.call("DELETE", "/api/v1/namespaces/es1")
     assert status == 200 and body["status"]["phase"] == "Terminating"
-    status, body, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c2"))
+    status, body, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c2"))
     assert status == 403 and body["reason"] == "Forbidden" and body["code"] == 403
     assert body["message"] == ('configmaps "c2" is forbidden: unable to create new content in namespace es1 '
                                "because it is being terminated")
@@ -523,21 +523,21 @@ def test_create_in_terminating_namespace_is_forbidden(sim):
 
 
 def test_garbage_collection_follows_owner_references(sim):
-    _, owner, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("owner"))
+    _u, owner, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("owner"))
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
     sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("child", owner=ref))
-    _, owner2, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("owner2"))
+    _u, owner2, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("owner2"))
     ref2 = dict(ref, name="owner2", uid=owner2["metadata"]["uid"])
     sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("orphan", owner=ref2))
-    status, body, _ = sim.call("DELETE", "/api/v1/namespaces/es1/configmaps/owner?propagationPolicy=Background")
+    status, body, _u = sim.call("DELETE", "/api/v1/namespaces/es1/configmaps/owner?propagationPolicy=Background")
     assert status == 200 and body["status"] == "Success"
     wait_for(lambda: sim.get("configmaps", "es1", "child") is None)
-    status, _, _ = sim.call("DELETE", "/api/v1/namespaces/es1/configmaps/owner2", {"propagationPolicy": "Orphan"})
+    status, _u, _u = sim.call("DELETE", "/api/v1/namespaces/es1/configmaps/owner2", {"propagationPolicy": "Orphan"})
     assert status == 200
     time.sleep(1.0)
     orphan = sim.get("configmaps", "es1", "orphan")
     assert orphan is not None and "ownerReferences" not in orphan["metadata"]
-    status, body, _ = sim.call("DELETE", "/api/v1/namespaces/es1/configmaps/orphan?propagationPolicy=Sideways")
+    status, body, _u = sim.call("DELETE", "/api/v1/namespaces/es1/configmaps/orphan?propagationPolicy=Sideways")
     assert status == 422
     # an object whose only owner never existed is collected too
     ghost = dict(ref, name="ghost", uid="00000000-1111-2222-3333-444444444444")
@@ -552,13 +552,13 @@ def test_injected_fault_answers_with_status_body_then_recovers(sim):
     sim.call("POST", STS_PATH % "es1", sts_obj())
     sim.add_fault("PATCH:statefulsets:500:1")
     path = STS_PATH % "es1" + "/elasticsearch"
-    status, body, _ = sim.call("PATCH", path, {"spec": {"replicas": 2}}, "application/merge-patch+json")
+    status, body, _u = sim.call("PATCH", path, {"spec": {"replicas": 2}}, "application/merge-patch+json")
     assert status == 500
     assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                     "message": "Internal error occurred: injected fault", "reason": "InternalError",
                     "details": {"name": "elasticsearch", "group": "apps", "kind": "statefulsets"}, "code": 500}
     assert sim.get("apps/statefulsets", "es1", "elasticsearch")["spec"]["replicas"] == 1
-    status, _, _ = sim.call("PATCH", path, {"spec": {"replicas": 2}}, "application/merge-patch+json")
+    status, _u, _u = sim.call("PATCH", path, {"spec": {"replicas": 2}}, "application/merge-patch+json")
     assert status == 200
     sim.set_faults(["GET:*:503"])
     assert sim.call("GET", "/api/v1/namespaces/es1/configmaps")[0] == 503
@@ -595,18 +595,18 @@ def test_subprocess_mode_and_state_file(tmp_path):
 
 
 def test_request_bodies_must_match_the_url(sim):
-    status, body, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1", ns="other"))
+    status, body, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1", ns="other"))
     assert status == 400 and body["reason"] == "BadRequest"
     assert body["message"] == "the namespace of the provided object does not match the namespace sent on the request"
     wrong = cm_obj("c1")
     wrong["apiVersion"] = "apps/v1"
-    status, body, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", wrong)
+    status, body, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", wrong)
     assert status == 400 and "does not match the expected API version (v1)" in body["message"]
     sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("c1"))
-    status, body, _ = sim.call("PUT", "/api/v1/namespaces/es1/configmaps/c1", cm_obj("c2"))
+    status, body, _u = sim.call("PUT", "/api/v1/namespaces/es1/configmaps/c1", cm_obj("c2"))
     assert status == 400
     assert body["message"] == "the name of the object (c2) does not match the name on the URL (c1)"
-    status, body, _ = sim.call("POST", "/api/v1/namespaces/es1/configmaps", "{not json")
+    status, body, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", "{not json")
     assert status == 400 and body["kind"] == "Status"
 
 
@@ -615,19 +615,19 @@ def test_deployment_scale_and_status_subresources(sim):
               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "kibana"}},
                        "template": {"metadata": {"labels": {"app": "kibana"}},
                                     "spec": {"containers": [{"name": "kibana", "image": "kibana:8.15.0"}]}}}}
-    status, created, _ = sim.call("POST", "/apis/apps/v1/namespaces/es1/deployments", deploy)
+    status, created, _u = sim.call("POST", "/apis/apps/v1/namespaces/es1/deployments", deploy)
     assert status == 201
     assert created["spec"]["strategy"] == {"type": "RollingUpdate",
                                            "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
     assert created["spec"]["progressDeadlineSeconds"] == 600
     path = "/apis/apps/v1/namespaces/es1/deployments/kibana"
-    status, scale, _ = sim.call("PATCH", path + "/scale", {"spec": {"replicas": 3}}, "application/merge-patch+json")
+    status, scale, _u = sim.call("PATCH", path + "/scale", {"spec": {"replicas": 3}}, "application/merge-patch+json")
     assert status == 200 and scale["spec"]["replicas"] == 3 and scale["status"]["selector"] == "app=kibana"
     assert sim.get("apps/deployments", "es1", "kibana")["spec"]["replicas"] == 3
-    status, body, _ = sim.call("PATCH", path + "/scale", {"spec": {"replicas": -1}}, "application/merge-patch+json")
+    status, body, _u = sim.call("PATCH", path + "/scale", {"spec": {"replicas": -1}}, "application/merge-patch+json")
     assert status == 422 and body["details"]["kind"] == "Scale"
-    status, body, _ = sim.call("GET", path + "/status")
+    status, body, _u = sim.call("GET", path + "/status")
     assert status == 200 and body["kind"] == "Deployment"
-    status, body, _ = sim.call("PATCH", path, {"spec": {"selector": {"matchLabels": {"app": "other"}}}},
-                               "application/merge-patch+json")
+    status, body, _u = sim.call("PATCH", path, {"spec": {"selector": {"matchLabels": {"app": "other"}}}},
+                                "application/merge-patch+json")
     assert status == 422 and body["reason"] == "Invalid"

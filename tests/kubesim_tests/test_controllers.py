@@ -139,7 +139,7 @@ def pod(name, image="nginx:1.27", requests=None, limits=None, **spec):
 
 
 def events_for(store, name, reason=None):
-    items, _ = store.list("events", NS, lambda e: e["involvedObject"]["name"] == name)
+    items, _u = store.list("events", NS, lambda e: e["involvedObject"]["name"] == name)
     return [e for e in items if reason is None or e["reason"] == reason]
 
 
@@ -167,7 +167,7 @@ def pod_is_ready(p):
 
 
 def test_statefulset_creates_claims_and_pods_in_order(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     seen = []
     store.add_listener(lambda et, res, o: seen.append((et, res, o["metadata"]["name"], pod_is_ready(o)))
                        if res == "pods" else None)
@@ -175,7 +175,7 @@ def test_statefulset_creates_claims_and_pods_in_order(cluster):
     wait_for(lambda: (sts_status(store).get("readyReplicas") == 2))
 
     # OrderedReady: pod 1 is created only after pod 0 was Ready
-    created = [n for et, r, n, _ in seen if et == "ADDED"]
+    created = [n for et, r, n, _u in seen if et == "ADDED"]
     assert created == ["elasticsearch-0", "elasticsearch-1"]
     first_ready = next(i for i, s in enumerate(seen) if s[2] == "elasticsearch-0" and s[3])
     assert seen.index(("ADDED", "pods", "elasticsearch-1", False)) > first_ready
@@ -221,7 +221,7 @@ def test_statefulset_creates_claims_and_pods_in_order(cluster):
 
 
 def test_statefulset_pod_not_ready_blocks_next_ordinal(cluster):
-    store, config, _ = cluster
+    store, config, _u = cluster
     config.image_pull_fail.append("broken")
     store.create("apps/statefulsets", es_sts(replicas=3, image="example.org/broken:1"))
     wait_for(lambda: events_for(store, "elasticsearch-0", "BackOff"))
@@ -232,14 +232,14 @@ def test_statefulset_pod_not_ready_blocks_next_ordinal(cluster):
 
 
 def test_statefulset_parallel_creates_all_pods_at_once(cluster):
-    store, config, _ = cluster
+    store, config, _u = cluster
     config.image_pull_fail.append("broken")
     store.create("apps/statefulsets", es_sts(replicas=3, image="example.org/broken:1", policy="Parallel"))
     wait_for(lambda: all(store.exists("pods", NS, "elasticsearch-%d" % i) for i in range(3)), timeout=3)
 
 
 def test_statefulset_rolling_update_highest_ordinal_first(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("apps/statefulsets", es_sts(replicas=3))
     wait_for(lambda: sts_rollout_status(store.get("apps/statefulsets", NS, "elasticsearch"))[1])
     old_rev = sts_status(store)["currentRevision"]
@@ -278,18 +278,18 @@ def test_statefulset_rolling_update_highest_ordinal_first(cluster):
 
 
 def test_statefulset_without_partition_reports_revision_messages(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     sts = es_sts(replicas=1)
     sts["spec"]["updateStrategy"] = {"type": "RollingUpdate"}
     store.create("apps/statefulsets", sts)
     wait_for(lambda: sts_rollout_status(store.get("apps/statefulsets", NS, "elasticsearch"))[1])
     got = store.get("apps/statefulsets", NS, "elasticsearch")
-    msg, _ = sts_rollout_status(got)
+    msg, _u = sts_rollout_status(got)
     assert msg == "statefulset rolling update complete 1 pods at revision %s..." % got["status"]["currentRevision"]
 
 
 def test_statefulset_scale_down_from_highest_ordinal_keeps_claims(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("apps/statefulsets", es_sts(replicas=3))
     wait_for(lambda: sts_status(store).get("readyReplicas") == 3)
     deleted = []
@@ -305,7 +305,7 @@ def test_statefulset_scale_down_from_highest_ordinal_keeps_claims(cluster):
 
 
 def test_existing_claim_is_reused(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     existing = apply_defaults("PersistentVolumeClaim", {
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": "elasticsearch-data-elasticsearch-0", "namespace": NS, "labels": {"mine": "yes"}},
@@ -319,7 +319,7 @@ def test_existing_claim_is_reused(cluster):
 
 
 def test_deleting_statefulset_collects_pods_not_claims(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("apps/statefulsets", es_sts(replicas=2))
     wait_for(lambda: sts_status(store).get("readyReplicas") == 2)
     store.delete("apps/statefulsets", NS, "elasticsearch")
@@ -329,7 +329,7 @@ def test_deleting_statefulset_collects_pods_not_claims(cluster):
 
 
 def test_deleted_pod_is_recreated(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("apps/statefulsets", es_sts(replicas=1))
     first = wait_for(lambda: pod_is_ready(get(store, "pods", "elasticsearch-0")) and get(
         store, "pods", "elasticsearch-0"))
@@ -343,7 +343,7 @@ def test_deleted_pod_is_recreated(cluster):
 
 
 def test_deployment_rollout_and_update(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("apps/deployments", kibana(replicas=2))
     wait_for(lambda: deploy_rollout_status(store.get("apps/deployments", NS, "kibana"))[1])
     d = store.get("apps/deployments", NS, "kibana")
@@ -399,7 +399,7 @@ def test_deployment_rollout_and_update(cluster):
 
 
 def test_deployment_progress_deadline_exceeded(cluster):
-    store, config, _ = cluster
+    store, config, _u = cluster
     config.image_pull_fail.append("kibana:does-not-exist")
     store.create("apps/deployments", kibana(image="docker.elastic.co/kibana/kibana:does-not-exist", deadline=1))
     wait_for(lambda: (cond(store.get("apps/deployments", NS, "kibana"), "Progressing") or {}).get("reason")
@@ -415,12 +415,12 @@ def test_deployment_progress_deadline_exceeded(cluster):
 
 
 def test_replicaset_keeps_pod_count(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("apps/deployments", kibana(replicas=2))
     wait_for(lambda: deploy_rollout_status(store.get("apps/deployments", NS, "kibana"))[1])
     victim = store.list("pods", NS)[0][0]["metadata"]["name"]
     store.delete("pods", NS, victim)
-    wait_for(lambda: len(store.list("pods", NS, lambda p: pod_is_ready(p))[0]) == 2)
+    wait_for(lambda: len(store.list("pods", NS, pod_is_ready)[0]) == 2)
     assert not store.exists("pods", NS, victim)
     store.mutate("apps/deployments", NS, "kibana", lambda o: o["spec"].__setitem__("replicas", 1))
     wait_for(lambda: len(store.list("pods", NS)[0]) == 1)
@@ -431,7 +431,7 @@ def test_replicaset_keeps_pod_count(cluster):
 
 
 def test_job_runs_to_completion(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     job = apply_defaults("Job", {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "register-repo", "namespace": NS},
         "spec": {"template": {"spec": {"restartPolicy": "Never",
@@ -449,7 +449,7 @@ def test_job_runs_to_completion(cluster):
 
 
 def test_job_fails_after_backoff_limit(cluster):
-    store, config, _ = cluster
+    store, config, _u = cluster
     config.crash.append("curl")
     job = apply_defaults("Job", {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "register-repo", "namespace": NS},
@@ -470,7 +470,7 @@ def test_job_fails_after_backoff_limit(cluster):
 
 
 def test_unschedulable_gpu_then_schedulable_when_node_gets_gpus(cluster):
-    store, config, _ = cluster
+    store, config, _u = cluster
     store.create("pods", pod("gpu-0", requests={"nvidia.com/gpu": "1"}, limits={"nvidia.com/gpu": "1"}))
     p = wait_for(lambda: cond(get(store, "pods", "gpu-0"), "PodScheduled") and get(store, "pods", "gpu-0"))
     sched = cond(p, "PodScheduled")
@@ -489,7 +489,7 @@ def test_unschedulable_gpu_then_schedulable_when_node_gets_gpus(cluster):
 
 
 def test_unschedulable_reasons_are_sorted_and_joined(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("pods", pod("big-0", requests={"cpu": "32", "memory": "128Gi"}))
     p = wait_for(lambda: cond(get(store, "pods", "big-0"), "PodScheduled") and get(store, "pods", "big-0"))
     assert cond(p, "PodScheduled")["message"] == \
@@ -497,7 +497,7 @@ def test_unschedulable_reasons_are_sorted_and_joined(cluster):
 
 
 def test_pending_pod_scheduled_when_capacity_frees(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("pods", pod("a-0", requests={"cpu": "10"}))
     wait_for(lambda: pod_is_ready(get(store, "pods", "a-0")))
     store.create("pods", pod("b-0", requests={"cpu": "10"}))
@@ -508,7 +508,7 @@ def test_pending_pod_scheduled_when_capacity_frees(cluster):
 
 
 def test_missing_claim_keeps_pod_pending(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("pods", pod("c-0", volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "nope"}}]))
     p = wait_for(lambda: cond(get(store, "pods", "c-0"), "PodScheduled") and get(store, "pods", "c-0"))
     assert cond(p, "PodScheduled")["message"] == '0/1 nodes are available: persistentvolumeclaim "nope" not found.'
@@ -518,7 +518,7 @@ def test_missing_claim_keeps_pod_pending(cluster):
 
 
 def test_image_pull_failure(cluster):
-    store, config, _ = cluster
+    store, config, _u = cluster
     config.image_pull_fail.append("prom/prometheus")
     store.create("pods", pod("prometheus-0", image="prom/prometheus:v2.47.0"))
 
@@ -536,7 +536,7 @@ def test_image_pull_failure(cluster):
     assert p["status"]["phase"] == "Pending"
     assert cond(p, "Ready")["reason"] == "ContainersNotReady"
     assert cond(p, "Ready")["message"] == "containers with unready status: [prometheus]"
-    failed = [e for e in events_for(store, "prometheus-0", "Failed")]
+    failed = list(events_for(store, "prometheus-0", "Failed"))
     pull = [e for e in failed if e["message"].startswith("Failed to pull image")][0]
     assert pull["type"] == "Warning"
     assert pull["message"].startswith(
@@ -556,7 +556,7 @@ def test_image_pull_failure(cluster):
 
 
 def test_crash_loop(cluster):
-    store, config, _ = cluster
+    store, config, _u = cluster
     config.crash.append("minio")
     store.create("pods", pod("minio-0", image="minio/minio:latest"))
 
@@ -584,7 +584,7 @@ def test_crash_loop(cluster):
 
 
 def test_missing_configmap_blocks_container_creation(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("pods", pod("es-0", volumes=[{"name": "config", "configMap": {"name": "es-config"}}]))
     ev = wait_for(lambda: events_for(store, "es-0", "FailedMount"))[0]
     assert ev["message"] == 'MountVolume.SetUp failed for volume "config" : configmap "es-config" not found'
@@ -597,7 +597,7 @@ def test_missing_configmap_blocks_container_creation(cluster):
 
 
 def test_ready_delay_is_honoured(cluster):
-    store, config, _ = cluster
+    store, config, _u = cluster
     config.ready_delay = 0.8
     t0 = time.monotonic()
     store.create("pods", pod("slow-0"))
@@ -610,7 +610,7 @@ def test_ready_delay_is_honoured(cluster):
 
 
 def test_pvc_resize_updates_capacity(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("apps/statefulsets", es_sts(replicas=1))
     wait_for(lambda: pod_is_ready(get(store, "pods", "elasticsearch-0")))
     name = "elasticsearch-data-elasticsearch-0"
@@ -625,7 +625,7 @@ def test_pvc_resize_updates_capacity(cluster):
 
 
 def test_immediate_binding_class(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("storage.k8s.io/storageclasses", {
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"},
         "provisioner": "example.com/csi", "volumeBindingMode": "Immediate"}, namespaced=False)
@@ -637,7 +637,7 @@ def test_immediate_binding_class(cluster):
 
 
 def test_namespace_deletion_removes_everything(cluster):
-    store, _, _ = cluster
+    store, _u, _u = cluster
     store.create("apps/statefulsets", es_sts(replicas=1))
     store.create("apps/deployments", kibana())
     wait_for(lambda: pod_is_ready(get(store, "pods", "elasticsearch-0")))
@@ -652,7 +652,7 @@ def test_namespace_deletion_removes_everything(cluster):
 
 
 def test_idle_control_plane_uses_no_cpu(cluster):
-    store, _, ctl = cluster
+    store, _u, ctl = cluster
     store.create("apps/statefulsets", es_sts(replicas=1))
     store.create("apps/deployments", kibana(replicas=2))
     wait_for(lambda: sts_rollout_status(store.get("apps/statefulsets", NS, "elasticsearch"))[1])

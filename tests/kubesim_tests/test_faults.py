@@ -10,7 +10,8 @@ import time
 
 import kubernetes
 
-from tests.kubesim.pytest_plugin import kubesim_factory  # noqa: F401  (fixture)
+
+pytest_plugins = ["tests.kubesim.pytest_plugin"]
 
 NS = "tenant-faults"
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
@@ -55,7 +56,7 @@ def waiting(core, name):
 
 def test_image_pull_failure_as_clients_see_it(kubesim_factory):  # noqa: F811
     sim = kubesim_factory(ready_delay=0.2, image_pull_fail=["prom/prometheus"])
-    core, _ = clients(sim)
+    core, _u = clients(sim)
     core.create_namespaced_pod(NS, make_pod("prometheus-0", "prom/prometheus:v2.47.0"))
     reasons = set()
 
@@ -86,7 +87,7 @@ def test_image_pull_failure_as_clients_see_it(kubesim_factory):  # noqa: F811
 
 def test_crash_loop_as_clients_see_it(kubesim_factory):  # noqa: F811
     sim = kubesim_factory(ready_delay=0.2, crash=["minio"])
-    core, _ = clients(sim)
+    core, _u = clients(sim)
     created = core.create_namespaced_pod(NS, make_pod("minio-0", "minio/minio:latest"))
     uid = created.metadata.uid
 
@@ -112,7 +113,7 @@ def test_crash_loop_as_clients_see_it(kubesim_factory):  # noqa: F811
 
 def test_unschedulable_gpu_as_clients_see_it(kubesim_factory):  # noqa: F811
     sim = kubesim_factory(ready_delay=0.2)
-    core, _ = clients(sim)
+    core, _u = clients(sim)
     gpu = {"limits": {"nvidia.com/gpu": "1"}}
     core.create_namespaced_pod(NS, make_pod("es-0", "docker.elastic.co/elasticsearch/elasticsearch:8.15.3", gpu))
 
@@ -150,7 +151,7 @@ def es_statefulset(replicas, image):
 
 def kubectl(sim, *args, timeout=60):
     return subprocess.run([KUBECTL, "--kubeconfig", sim.kubeconfig, "-n", NS, *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def test_kubectl_rollout_status_statefulset_and_deployment(kubesim_factory):  # noqa: F811

@@ -66,10 +66,10 @@ class Kubectl:
 
     def __call__(self, *args, stdin=None, check=True, timeout=120):
         proc = subprocess.run([KUBECTL, "--kubeconfig", self.sim.kubeconfig] + list(args), input=stdin,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
-            raise AssertionError("kubectl %s failed (%d): %s%s" % (" ".join(args), proc.returncode, proc.stdout,
-                                                                    proc.stderr))
+            raise AssertionError("kubectl %s failed (%d): %s%s"
+                                 % (" ".join(args), proc.returncode, proc.stdout, proc.stderr))
         return proc
 
     def json(self, *args):

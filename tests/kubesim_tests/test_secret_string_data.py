@@ -2,6 +2,7 @@ import base64
 from kubernetes import client, config
 from tests.kubesim.fixture import KubeSim
 
+
 def test_secret_string_data_is_merged_into_data():
     with KubeSim() as sim:
         core = client.CoreV1Api(config.new_client_from_config(config_file=sim.kubeconfig))

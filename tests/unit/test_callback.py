@@ -41,7 +41,7 @@ def run_playbook(tmp_path, body, callback=True, extra_env=None):
         [PLAYBOOK_BIN, "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=" + sys.executable,
          str(play)],
         cwd=str(tmp_path), env=env, capture_output=True, text=True,
-        timeout=240)
+        timeout=240, check=False)
     return proc
 
 

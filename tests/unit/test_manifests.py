@@ -42,7 +42,7 @@ def test_multi_document_yaml_and_json(tmp_path):
         ("ConfigMap", "extra"), ("Service", "svc"), ("Secret", "s"), ("Deployment", "web")]
     assert all(d["metadata"]["namespace"] == NS for d in definitions)
     assert definitions[0]["data"] == {"a": "b"}
-    assert [p for p, _ in load_objects([first, second], NS)] == [first, first, second, second]
+    assert [p for p, _u in load_objects([first, second], NS)] == [first, first, second, second]
 
 
 def test_empty_documents_skipped(tmp_path):
@@ -148,7 +148,7 @@ def run_module(tmp_path, args):
     cmd = [ansible, "localhost", "-c", "local", "-i", "localhost,", "-e",
            "ansible_python_interpreter=%s" % sys.executable, "-m", "yunpeng.es_serverless.es_manifests",
            "-a", json.dumps(args)]
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=240, check=False)
     out = proc.stdout
     return proc, json.loads(out[out.index("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]
 

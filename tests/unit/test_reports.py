@@ -96,8 +96,8 @@ def test_unknown_status():
 
 def test_secrets_filtered_recursively():
     body = reports.build("k8s_applied", IDENT, "dep1", details={
-        "password": "x", "elastic_password": "x", "gitlab_token": "x", "nested": {"Secret": "x", "ok": 1,
-                                                                                "list": [{"api_key": "x", "y": 2}]},
+        "password": "x", "elastic_password": "x", "gitlab_token": "x",
+        "nested": {"Secret": "x", "ok": 1, "list": [{"api_key": "x", "y": 2}]},
         "keep": "v"})
     assert body["details"] == {"nested": {"ok": 1, "list": [{"y": 2}]}, "keep": "v"}
     full = reports.build("starting", REQ, "dep1", details={"token": "x", "extra": 1})
@@ -122,7 +122,7 @@ def test_log_line_escapes_control_characters():
 def test_filename_format_and_encoding():
     when = datetime.datetime(2024, 1, 2, 3, 4, 5, 6789, tzinfo=datetime.timezone.utc)
     assert reports.filename("test_user", "test_service", when) == "test_user_test_service_20240102T030405.006789Z.json"
-    assert reports.filename("../../etc", "a b", when) == "%2E.%2F..%2Fetc_a%20b_20240102T030405.006789Z.json"  # never a hidden file
+    assert reports.filename("../../etc", "a b", when) == "%2E.%2F..%2Fetc_a%20b_20240102T030405.006789Z.json"
     assert "/" not in reports.filename("a/b", "%", when)
     assert reports.filename("a", "%", when).startswith("a_%25_")
     long_name = reports.filename("x" * 5000, "y/" * 3000, when)

@@ -51,8 +51,8 @@ def pod(name="elasticsearch-0", labels=None, owner=("StatefulSet", "elasticsearc
         status["conditions"].append({"type": "PodScheduled", "status": "False", "reason": scheduled[0],
                                      "message": scheduled[1]})
     if waiting:
-        cstatus = {"name": container, "image": image, "state": {"waiting": {"reason": waiting[0],
-                                                                           "message": waiting[1]}}}
+        cstatus = {"name": container, "image": image,
+                   "state": {"waiting": {"reason": waiting[0], "message": waiting[1]}}}
         if last_terminated:
             cstatus["lastState"] = {"terminated": last_terminated}
         status["containerStatuses"] = [cstatus]

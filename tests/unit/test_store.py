@@ -290,7 +290,7 @@ def test_concurrent_begin_exactly_one_wins(tmp_path):
     procs = [ctx.Process(target=_begin_worker, args=(str(tmp_path), "dep%d" % i, barrier, queue)) for i in range(4)]
     for proc in procs:
         proc.start()
-    results = dict(queue.get(timeout=60) for _ in procs)
+    results = dict(queue.get(timeout=60) for _u in procs)
     for proc in procs:
         proc.join(60)
     winners = [dep for dep, outcome in results.items() if outcome == "ok"]
