@@ -8,6 +8,7 @@ import os
 import re
 import time
 
+import pytest
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import BAD_REGISTRY
@@ -283,3 +284,14 @@ def test_second_run_for_the_same_tenant_is_refused_while_the_first_is_creating(c
     assert [b["status"] for _u, b in got if b["deployment_id"] == first_id] == CPU_STATUSES
     assert find_deployment(data_dir, "dup_user", "svc")["status"] == "created"
     assert tenant_record(data_dir, "dup_user", "svc")["status"] == "created"
+
+
+def test_api_server_error_mid_flow_rolls_back(cluster, data_dir):
+    if cluster.sim is None:
+        pytest.skip("fault injection needs the simulator; a real cluster cannot be told to fail")
+    cluster.sim.add_fault("PATCH:statefulsets:500")
+    proc = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("fault_user", "svc", "es-fault"))
+    got = _assert_failed_run(data_dir, "fault_user", "svc", "resources", proc)
+    assert [b["status"] for _u, b in got] == CPU_STATUSES[:4] + ["failed"]
+    assert "500" in got[-1][1]["message"] or "Internal" in got[-1][1]["message"]
+    assert wait_for(lambda: "es-fault" not in cluster.namespace_names(), timeout=60)

@@ -267,7 +267,7 @@ def test_playbook_writes_reports_through_callback(tmp_path):
     assert [b["message"] for b in failed] == ["Cluster creation failed at stage metadata: user: bad",
                                               "Cluster creation failed at stage metadata: second\nline"]
     assert all(b["user"] == "../../etc" for b in failed)
-    assert len([n for n in names if n.startswith("..%2F..%2Fetc_x_")]) == 2
+    assert len([n for n in names if n.startswith("%2E.%2F..%2Fetc_x_")]) == 2
     for folder in (tmp_path, tmp_path / "data", tmp_path.parent):
         assert not [n for n in os.listdir(str(folder)) if n.startswith("etc")]
 

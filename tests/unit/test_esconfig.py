@@ -1,9 +1,5 @@
 """module_utils.esconfig: elasticsearch.yml / jvm.options merge, and the es_config module."""
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -17,7 +13,8 @@ from ansible_collections.yunpeng.es_serverless.plugins.module_utils.esconfig imp
     parse_yaml,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import ansible_module
+
 
 REQUIRED = {
     "cluster.name": "alice-search",
@@ -170,19 +167,7 @@ def test_required_jvm_must_be_options():
 
 # ------------------------------------------------------------------ the module through Ansible
 def run_module(tmp_path, args):
-    env = dict(os.environ)
-    env["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(ROOT, "collections")
-    env["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-local")
-    env.pop("ANSIBLE_CONFIG", None)
-    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
-    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.json"
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
-    cmd = [ansible, "localhost", "-c", "local", "-i", "localhost,", "-e",
-           "ansible_python_interpreter=%s" % sys.executable, "-m", "yunpeng.es_serverless.es_config",
-           "-a", json.dumps(args)]
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=240, check=False)
-    out = proc.stdout
-    return proc, json.loads(out[out.index("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return ansible_module.run_module(tmp_path, "es_config", args)
 
 
 def test_module_merges_files(tmp_path):

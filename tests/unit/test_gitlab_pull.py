@@ -2,21 +2,18 @@
 against the GitLab test server with unmodified python-gitlab."""
 
 import hashlib
-import json
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import gitlab_pull
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.gitlab_pull import PullError, pull
 from tests.gitlabsim.server import MODE_SYMLINK, Entry
+from tests import ansible_module
 
 pytest_plugins = ["tests.gitlabsim.pytest_plugin"]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROJECT = "tenants/es-config"
 
 
@@ -378,24 +375,8 @@ def test_failed_rename_restores_previous_tree(gitlab_server, dest, monkeypatch):
 
 # ---------------------------------------------------------------- the module through Ansible
 def run_module(tmp_path, args, env_token=None, verbosity="-vvv"):
-    env = dict(os.environ)
-    env["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(ROOT, "collections")
-    env["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-local")
-    env["ANSIBLE_REMOTE_TEMP"] = str(tmp_path / "ansible-remote")
-    env.pop("ANSIBLE_CONFIG", None)  # cwd is tmp_path: no ansible.cfg is read
-    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
-    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.json"
-    env.pop("GITLAB_TOKEN", None)
-    if env_token:
-        env["GITLAB_TOKEN"] = env_token
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
-    cmd = [ansible, "localhost", "-c", "local", "-i", "localhost,", "-e",
-           "ansible_python_interpreter=%s" % sys.executable, "-m", "yunpeng.es_serverless.es_gitlab_pull",
-           "-a", json.dumps(args), verbosity]
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=240, check=False)
-    out = proc.stdout
-    data = json.loads(out[out.index("{"):])
-    return proc, data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    env = {"GITLAB_TOKEN": env_token} if env_token else None
+    return ansible_module.run_module(tmp_path, "es_gitlab_pull", args, env=env, verbosity=verbosity)
 
 
 def all_file_bytes(root):

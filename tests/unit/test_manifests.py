@@ -2,9 +2,6 @@
 
 import inspect
 import json
-import os
-import subprocess
-import sys
 
 import kubernetes.client
 import pytest
@@ -16,7 +13,8 @@ from ansible_collections.yunpeng.es_serverless.plugins.module_utils.manifests im
     load_objects,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import ansible_module
+
 NS = "es-alice"
 
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  a: b\n"
@@ -138,19 +136,7 @@ def test_bad_namespace_and_symlink(tmp_path):
 
 
 def run_module(tmp_path, args):
-    env = dict(os.environ)
-    env["ANSIBLE_COLLECTIONS_PATH"] = os.path.join(ROOT, "collections")
-    env["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-local")
-    env.pop("ANSIBLE_CONFIG", None)
-    env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
-    env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.builtin.json"
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
-    cmd = [ansible, "localhost", "-c", "local", "-i", "localhost,", "-e",
-           "ansible_python_interpreter=%s" % sys.executable, "-m", "yunpeng.es_serverless.es_manifests",
-           "-a", json.dumps(args)]
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=240, check=False)
-    out = proc.stdout
-    return proc, json.loads(out[out.index("{"):])["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return ansible_module.run_module(tmp_path, "es_manifests", args)
 
 
 def test_module(tmp_path):
