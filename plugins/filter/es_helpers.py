@@ -4,7 +4,7 @@
 
 from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
+__metaclass__ = type  # noqa: UP001 -- Ansible plugin boilerplate
 
 from decimal import Decimal
 
@@ -23,7 +23,8 @@ def mirror_image(image, mirror):
         return image
     mirror = mirror.strip().rstrip("/")
     if "://" in mirror:
-        raise AnsibleFilterError("es_registry_mirror: give a registry host such as 'mirror.local:5000', not a URL (%r)" % mirror)
+        raise AnsibleFilterError(
+            "es_registry_mirror: give a registry host such as 'mirror.local:5000', not a URL (%r)" % mirror)
     first, sep, rest = image.partition("/")
     if sep and _has_registry(first):
         path = rest
@@ -57,7 +58,7 @@ def heap_options(mem_limit, fraction=0.5):
     return ["-Xms%dm" % mib, "-Xmx%dm" % mib]
 
 
-class FilterModule(object):
+class FilterModule:
     def filters(self):
         return {
             "mirror_image": mirror_image,
