@@ -940,11 +940,20 @@ class Request:
         timeout = float(self.query.get("timeoutSeconds") or 1800)
         deadline = time.monotonic() + timeout
         initial = []
+        # Streaming lists (client-go's WatchList, on in kubectl 1.35+): the
+        # current objects as ADDED, then a bookmark that marks their end.
+        send_initial = self.query.get("sendInitialEvents", "").lower() == "true"
+        end_bookmark = None
         with self.store.lock:
-            if rv in (None, "", "0"):
-                items, _u = self.store.list(self.key, self.namespace)
+            if rv in (None, "", "0") or send_initial:
+                items, current_rv = self.store.list(self.key, self.namespace)
                 initial = [("ADDED", o) for o in items]
                 q = self.store.watch(self.key, self.namespace)
+                if send_initial:
+                    end_bookmark = {"type": "BOOKMARK", "object": {
+                        "kind": self.res.kind, "apiVersion": resources.api_version_of(self.res),
+                        "metadata": {"resourceVersion": current_rv,
+                                     "annotations": {"k8s.io/initial-events-end": "true"}}}}
             else:
                 oldest = self.store._history[0][0] if self.store._history else None
                 if oldest is not None and int(rv) < oldest - 1 and int(rv) < int(self.store.resource_version):
@@ -962,7 +971,7 @@ class Request:
         as_table = tables.wants_table(http.headers.get("Accept"))
 
         def send(event):
-            if as_table and event["type"] != "ERROR":
+            if as_table and event["type"] not in ("ERROR", "BOOKMARK"):
                 obj = event["object"]
                 event = {"type": event["type"],
                          "object": tables.table(self.res.name, [obj], obj["metadata"].get("resourceVersion", ""))}
@@ -977,6 +986,8 @@ class Request:
             for et, obj in initial:
                 if match(obj):
                     send({"type": et, "object": self.out(obj)})
+            if end_bookmark is not None:
+                send(end_bookmark)
             while not self.api._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -631,3 +631,22 @@ def test_deployment_scale_and_status_subresources(sim):
     status, body, _u = sim.call("PATCH", path, {"spec": {"selector": {"matchLabels": {"app": "other"}}}},
                                 "application/merge-patch+json")
     assert status == 422 and body["reason"] == "Invalid"
+
+
+def test_streaming_list_watch_ends_initial_events_with_a_bookmark(sim):
+    """kubectl 1.35+ (client-go WatchList) lists through a watch with
+    sendInitialEvents and waits for the bookmark that ends them."""
+    for name in ("w1", "w2"):
+        status, _u, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", {"metadata": {"name": name}})
+        assert status == 201
+    status, text, _u = sim.call(
+        "GET", "/api/v1/namespaces/es1/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true"
+               "&resourceVersionMatch=NotOlderThan&timeoutSeconds=1")
+    assert status == 200
+    events = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
+        ("ADDED", "kube-root-ca.crt"), ("ADDED", "w1"), ("ADDED", "w2"), ("BOOKMARK", None)]
+    bookmark = events[-1]["object"]
+    assert bookmark["kind"] == "ConfigMap"
+    assert bookmark["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert int(bookmark["metadata"]["resourceVersion"]) >= int(events[2]["object"]["metadata"]["resourceVersion"])
