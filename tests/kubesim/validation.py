@@ -6,6 +6,8 @@ import copy
 import re
 from decimal import Decimal, InvalidOperation
 
+from tests.kubesim.ctrl_util import selector_matches
+
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -396,26 +398,6 @@ def validate_pod_spec(spec, field):
     return causes
 
 
-def _selector_matches(selector, labels):
-    if not isinstance(selector, dict):
-        return False
-    labels = labels or {}
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and labels.get(key) in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
 def _validate_workload(obj):
     causes = []
     spec = obj.get("spec")
@@ -426,7 +408,7 @@ def _validate_workload(obj):
         causes.append(required("spec.selector"))
     tmpl = spec.get("template") or {}
     labels = (tmpl.get("metadata") or {}).get("labels")
-    if selector and not _selector_matches(selector, labels):
+    if isinstance(selector, dict) and selector and not selector_matches(selector, labels):
         causes.append(
             invalid("spec.template.metadata.labels",
                     "map[string]string{%s}" % ", ".join('"%s":"%s"' % kv for kv in sorted((labels or {}).items())),

@@ -10,20 +10,12 @@ from tests.kubesim.config import SimConfig
 from tests.kubesim.controllers import NODE_NAME, Controllers
 from tests.kubesim.store import NotFound, Store, now_iso
 from tests.kubesim.validation import apply_defaults
+from tests.kubesim_tests.util import wait_for
 
 NS = "tenant-a"
 ES_IMAGE = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3"
 
 
-def wait_for(fn, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError("condition not met in %.1fs (last value %r)" % (timeout, last))
 
 
 # -- mirrors of kubectl's rollout status viewers (k8s.io/kubectl/pkg/polymorphichelpers) --

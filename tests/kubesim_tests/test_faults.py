@@ -6,9 +6,9 @@ simulator: image pull failure, crash loop, unschedulable GPU request, and
 import re
 import shutil
 import subprocess
-import time
 
 import kubernetes
+from tests.kubesim_tests import util
 
 
 pytest_plugins = ["tests.kubesim.pytest_plugin"]
@@ -18,14 +18,7 @@ KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
 
 def wait_for(fn, timeout=15.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError("condition not met in %.1fs (last value %r)" % (timeout, last))
+    return util.wait_for(fn, timeout, interval)
 
 
 def clients(sim):
