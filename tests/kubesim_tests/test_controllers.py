@@ -16,8 +16,6 @@ NS = "tenant-a"
 ES_IMAGE = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3"
 
 
-
-
 # -- mirrors of kubectl's rollout status viewers (k8s.io/kubectl/pkg/polymorphichelpers) --
 
 
