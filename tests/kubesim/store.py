@@ -174,11 +174,17 @@ class Store:
             new = self._merge_for_update(old, obj, subresource, check_rv, resource)
             if new == old:
                 return copy.deepcopy(old)
-            new["metadata"]["resourceVersion"] = self._next_rv()
-            self._objects[key] = new
-            out = copy.deepcopy(new)
-            self._record("MODIFIED", resource, out)
+            out = self._store_modified(resource, key, new)
         self._emit("MODIFIED", resource, out)
+        return out
+
+    def _store_modified(self, resource, key, new):
+        """With the lock held: store a changed object under a new resourceVersion
+        and record the MODIFIED event; the caller emits it after the lock."""
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        self._objects[key] = new
+        out = copy.deepcopy(new)
+        self._record("MODIFIED", resource, out)
         return out
 
     def _merge_for_update(self, old, obj, subresource, check_rv, resource):
@@ -266,10 +272,7 @@ class Store:
                 fn(new)
             if new == old:
                 return copy.deepcopy(old)
-            new["metadata"]["resourceVersion"] = self._next_rv()
-            self._objects[key] = new
-            out = copy.deepcopy(new)
-            self._record("MODIFIED", resource, out)
+            out = self._store_modified(resource, key, new)
         self._emit("MODIFIED", resource, out)
         return out
 
