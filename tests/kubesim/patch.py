@@ -19,8 +19,11 @@ class PatchError(Exception):
 
 
 def merge_patch(target, patch):
+    """A value that is not an object replaces the target wholesale (lists
+    too), with the null-valued keys inside it pruned, as the real server's
+    merge patch (evanphx/json-patch) does."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return _prune_nulls(patch)
     result = copy.deepcopy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -28,6 +31,14 @@ def merge_patch(target, patch):
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def _prune_nulls(value):
+    if isinstance(value, dict):
+        return {k: _prune_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune_nulls(v) for v in value]
+    return copy.deepcopy(value)
 
 
 # -- JSON patch -----------------------------------------------------------------

@@ -357,6 +357,25 @@ def test_strategic_merge_patch_merges_lists_by_their_keys(sim):
     assert "env" not in body["spec"]["template"]["spec"]["containers"][0]
 
 
+def test_merge_patch_prunes_nulls_inside_a_replaced_list(sim):
+    """RFC 7386 as the real server applies it: the list replaces the old one
+    and null-valued keys inside its elements are dropped, not refused."""
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "es1"},
+              "spec": {"selector": {"matchLabels": {"app": "d"}},
+                       "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [
+                           {"name": "c", "image": "old", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}},
+                           {"name": "other", "image": "busybox"}]}}}}
+    assert sim.call("POST", "/apis/apps/v1/namespaces/es1/deployments", deploy)[0] == 201
+    patch = {"spec": {"template": {"spec": {"containers": [
+        {"name": "c", "image": "x", "resources": {"requests": {"cpu": None, "memory": "2Gi"}, "limits": None}}]}}}}
+    status, body, _u = sim.call("PATCH", "/apis/apps/v1/namespaces/es1/deployments/d", patch,
+                                "application/merge-patch+json")
+    assert status == 200, body
+    containers = body["spec"]["template"]["spec"]["containers"]
+    assert [(c["name"], c["image"]) for c in containers] == [("c", "x")]
+    assert containers[0]["resources"] == {"requests": {"memory": "2Gi"}}
+
+
 def test_json_patch(sim):
     sim.call("POST", STS_PATH % "es1", sts_obj())
     path = STS_PATH % "es1" + "/elasticsearch"
