@@ -38,6 +38,10 @@ except ImportError:  # pragma: no cover - only while controllers.py does not exi
 
 NAMESPACE_FINALIZE_DELAY = 1.0
 GENERATION_KINDS = {"StatefulSet", "Deployment", "ReplicaSet", "Job", "ControllerRevision"}
+# the resources whose registry sets ReturnDeletedObject (kubernetes pkg/registry/.../storage/storage.go):
+# a DELETE answers with the deleted object; the others answer with a Success Status
+RETURN_DELETED_OBJECT = {"namespaces", "services", "serviceaccounts", "pods", "persistentvolumeclaims",
+                         "persistentvolumes", "resourcequotas", "storageclasses"}
 WORKLOAD_ORDER = ["apps/statefulsets", "apps/deployments", "batch/jobs", "apps/replicasets", "pods"]
 REASONS = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
@@ -1320,8 +1324,9 @@ class Request:
         if self.res.namespaced and not self.store.exists("namespaces", None, self.namespace):
             raise not_found(self.res, self.name)
         out = self.api.delete_object(self.res, self.namespace, self.name, policy, self.dry_run)
-        # graceful deletions answer with the object, immediate ones with a Status
-        if self.res.name in ("namespaces", "pods", "persistentvolumeclaims", "persistentvolumes"):
+        # the object, when its registry returns deleted objects or when a real server would keep it
+        # behind a finalizer (orphan, foregroundDeletion); otherwise a Status
+        if self.res.name in RETURN_DELETED_OBJECT or policy in ("Orphan", "Foreground"):
             return self.reply(200, self.out(out))
         return self.reply(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                 "details": _details(self.res, self.name, self.res.name)

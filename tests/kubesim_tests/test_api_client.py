@@ -86,6 +86,24 @@ def test_typed_clients_crud_and_errors(api):
     assert exc.value.status == 404
 
 
+def test_typed_deletes_return_the_deleted_object(api):
+    """Services, ServiceAccounts and StorageClasses answer a DELETE with the
+    object, which the typed client returns as that type."""
+    core = client.CoreV1Api(api)
+    storage = client.StorageV1Api(api)
+    core.create_namespaced_service("default", client.V1Service(
+        metadata=client.V1ObjectMeta(name="svc"), spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=80)])))
+    core.create_namespaced_service_account("default", client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="sa")))
+    storage.create_storage_class(client.V1StorageClass(metadata=client.V1ObjectMeta(name="fast"),
+                                                       provisioner="example.com/fast"))
+    svc = core.delete_namespaced_service("svc", "default")
+    assert isinstance(svc, client.V1Service) and svc.metadata.name == "svc" and svc.spec.cluster_ip
+    sa = core.delete_namespaced_service_account("sa", "default")
+    assert isinstance(sa, client.V1ServiceAccount) and sa.metadata.name == "sa"
+    sc = storage.delete_storage_class("fast")
+    assert isinstance(sc, client.V1StorageClass) and sc.provisioner == "example.com/fast"
+
+
 def test_unknown_fields_give_a_warning_to_the_python_client(api, kubesim):
     cms = dynamic.DynamicClient(api).resources.get(api_version="v1", kind="ConfigMap")
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1"}, "data": {"a": "b"}, "extra": 1}

@@ -541,6 +541,41 @@ def test_create_in_terminating_namespace_is_forbidden(sim):
     assert not sim.objects("configmaps", "es1")
 
 
+def test_delete_answers_the_object_or_a_status_per_kind(sim):
+    """As the real registries do: kinds whose storage sets ReturnDeletedObject
+    (services, serviceaccounts, storageclasses, pods, PVCs, PVs, quotas,
+    namespaces) answer with the deleted object, the others with a Success
+    Status; any kind answers with the object when a finalizer (Orphan or
+    Foreground propagation) keeps it around."""
+    svc = {"metadata": {"name": "s1"}, "spec": {"ports": [{"port": 80}]}}
+    sc = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"},
+          "provisioner": "example.com/fast"}
+    created = {
+        "/api/v1/namespaces/es1/services": svc,
+        "/api/v1/namespaces/es1/serviceaccounts": {"metadata": {"name": "sa1"}},
+        "/apis/storage.k8s.io/v1/storageclasses": sc,
+        "/api/v1/namespaces/es1/configmaps": cm_obj("c1"),
+        "/api/v1/namespaces/es1/secrets": {"metadata": {"name": "s1"}, "stringData": {"a": "b"}},
+        STS_PATH % "es1": sts_obj(),
+    }
+    for path, obj in created.items():
+        assert sim.call("POST", path, obj)[0] == 201, path
+    for path, kind in [("/api/v1/namespaces/es1/services/s1", "Service"),
+                       ("/api/v1/namespaces/es1/serviceaccounts/sa1", "ServiceAccount"),
+                       ("/apis/storage.k8s.io/v1/storageclasses/fast", "StorageClass")]:
+        status, body, _u = sim.call("DELETE", path)
+        assert status == 200 and body["kind"] == kind and body["metadata"]["name"] == path.rsplit("/", 1)[1], body
+    status, body, _u = sim.call("DELETE", "/api/v1/namespaces/es1/secrets/s1")
+    assert status == 200 and body["kind"] == "Status" and body["status"] == "Success"
+    assert body["details"]["name"] == "s1" and body["details"]["kind"] == "secrets" and body["details"]["uid"]
+    status, body, _u = sim.call("DELETE", STS_PATH % "es1" + "/elasticsearch")
+    assert status == 200 and body["kind"] == "Status"
+    assert body["details"] == {"name": "elasticsearch", "group": "apps", "kind": "statefulsets",
+                               "uid": body["details"]["uid"]}
+    status, body, _u = sim.call("DELETE", "/api/v1/namespaces/es1/configmaps/c1?propagationPolicy=Orphan")
+    assert status == 200 and body["kind"] == "ConfigMap"
+
+
 def test_garbage_collection_follows_owner_references(sim):
     _u, owner, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps", cm_obj("owner"))
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
