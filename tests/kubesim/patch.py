@@ -205,6 +205,23 @@ def field_set(obj, node):
     return out
 
 
+# what the real field manager never records as owned (its stripMetaManager)
+_STRIPPED_META = ("f:name", "f:namespace", "f:creationTimestamp", "f:selfLink", "f:uid", "f:clusterName",
+                  "f:generation", "f:managedFields", "f:resourceVersion")
+
+
+def owned_fields(obj, node):
+    """``field_set`` of an object without ``apiVersion``, ``kind`` and the
+    metadata the server sets, as ``managedFields`` list them."""
+    fs = field_set(obj, node)
+    fs.pop("f:apiVersion", None)
+    fs.pop("f:kind", None)
+    meta = {k: v for k, v in (fs.pop("f:metadata", None) or {}).items() if k not in _STRIPPED_META}
+    if meta:
+        fs["f:metadata"] = meta
+    return fs
+
+
 def leaf_paths(fs, prefix=()):
     """All paths of a field set, leaves and inner nodes."""
     for key, sub in fs.items():

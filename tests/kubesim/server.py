@@ -444,9 +444,10 @@ class ApiServer:
         self.check_namespace_for_create(res, namespace, meta.get("name"))
         if res.name == "services":
             self._allocate_cluster_ip(obj)
-        if manager:
-            meta["managedFields"] = [_managed_entry(manager, "Update", res, patch.field_set(
-                _without_status(obj), schema.kind_schema(res.group, res.version, res.kind)))]
+        fields = manager and patch.owned_fields(_without_status(obj),
+                                                schema.kind_schema(res.group, res.version, res.kind))
+        if fields:
+            meta["managedFields"] = [_managed_entry(manager, "Update", res, fields)]
         meta.pop("resourceVersion", None)
         if dry_run:
             if self.store.exists(resources.store_key(res), namespace, meta["name"]):
@@ -1100,7 +1101,7 @@ class Request:
             self.sub = None
         new = self._prepare_update(obj, old)
         node = schema.kind_schema(self.res.group, self.res.version, self.res.kind)
-        fields = patch.field_set(obj.get("status", {}) if self.sub == "status" else _without_status(obj), node)
+        fields = patch.owned_fields(obj.get("status", {}) if self.sub == "status" else _without_status(obj), node)
         out = self._store_update(new, old, fields=fields)
         return self.reply(200, self.out(out))
 
@@ -1148,7 +1149,7 @@ class Request:
         if not check_rv:
             new_meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         new = self._prepare_update(new, old)
-        fields = patch.field_set(data if isinstance(data, dict) else {}, node)
+        fields = patch.owned_fields(data if isinstance(data, dict) else {}, node)
         if self.sub == "status":
             fields = fields.get("f:status", {})
         out = self._store_update(new, old, fields=fields, check_rv=True)
@@ -1196,7 +1197,7 @@ class Request:
         node = schema.kind_schema(self.res.group, self.res.version, self.res.kind)
         applied = copy.deepcopy(data)
         applied["metadata"].pop("managedFields", None)
-        new_fs = patch.field_set(_without_status(applied), node)
+        new_fs = patch.owned_fields(_without_status(applied), node)
         force = self.query.get("force", "").lower() in ("true", "1")
         try:
             old = self.store.get(self.key, self.namespace, self.name)
@@ -1205,7 +1206,7 @@ class Request:
             obj["metadata"]["name"] = self.name
             obj.pop("status", None)
             out = self.api.create_object(self.res, self.namespace, obj, None, self.dry_run)
-            if not self.dry_run:
+            if not self.dry_run and new_fs:
                 def set_owner(o):
                     o["metadata"]["managedFields"] = [_managed_entry(self.manager, "Apply", self.res, new_fs)]
                 out = self.store.mutate(self.key, self.namespace, self.name, set_owner)
@@ -1235,6 +1236,8 @@ class Request:
             raise ApiError(409, "Conflict", msg, dict(_details(self.res, self.name, self.res.kind), causes=causes))
         for other, p in conflicts:
             _remove_fs_path(other.get("fieldsV1") or {}, p)
+        # a manager the forced apply took every field from loses its entry
+        managed = [m for m in managed if m is mine or m.get("fieldsV1")]
         merged = patch.strategic_merge(current, _without_status(applied), node, apply=True)
         if mine is not None:
             for p in patch.removed_paths(mine.get("fieldsV1") or {}, new_fs,
@@ -1246,8 +1249,11 @@ class Request:
         if _same_but_managed(new, old) and mine is not None and mine.get("fieldsV1") == new_fs and not conflicts:
             return self.reply(200, self.out(old))
         managed = [m for m in managed if m is not mine]
-        managed.append(_managed_entry(self.manager, "Apply", self.res, new_fs))
+        if new_fs:
+            managed.append(_managed_entry(self.manager, "Apply", self.res, new_fs))
         new["metadata"]["managedFields"] = managed
+        if not managed:
+            del new["metadata"]["managedFields"]
         out = new if self.dry_run else self.store.update(self.key, new)
         return self.reply(200, self.out(out))
 
@@ -1359,12 +1365,17 @@ def _same_but_managed(new, old, sub=None):
 
 
 def _remove_fs_path(fs, path):
-    cur = fs
-    for key in path[:-1]:
-        cur = cur.get(key)
-        if not isinstance(cur, dict):
-            return
-    cur.pop(path[-1], None)
+    """Remove ``path`` from a field set, and the parents it leaves empty (they
+    were in the set only through their children)."""
+    key, rest = path[0], path[1:]
+    if not rest:
+        fs.pop(key, None)
+        return
+    sub = fs.get(key)
+    if isinstance(sub, dict):
+        _remove_fs_path(sub, rest)
+        if not sub:
+            del fs[key]
 
 
 def _record_manager(managed, manager, operation, res, fields, subresource=None):

@@ -432,6 +432,33 @@ def test_server_side_apply_create_update_prune_conflict_force(sim):
     assert status == 422 and "fieldManager: Required value" in body["message"]
 
 
+def test_managed_fields_never_list_name_namespace_or_type_meta(sim):
+    """As the real field manager strips them; a manager left with no fields
+    after a forced apply loses its entry."""
+    path = "/api/v1/namespaces/es1/configmaps/c1"
+    cfg = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c1", "namespace": "es1",
+                                                                 "labels": {"x": "1"}}, "data": {"k": "v"}}
+    status, body, _u = sim.call("PATCH", path + "?fieldManager=a", json.dumps(cfg), "application/apply-patch+yaml")
+    assert status == 201
+    assert [(m["manager"], m["fieldsV1"]) for m in body["metadata"]["managedFields"]] == [
+        ("a", {"f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:x": {}}}})]
+    cfg["metadata"]["labels"]["x"], cfg["data"]["k"] = "2", "w"
+    status, body, _u = sim.call("PATCH", path + "?fieldManager=b&force=true", json.dumps(cfg),
+                                "application/apply-patch+yaml")
+    assert status == 200
+    assert [m["manager"] for m in body["metadata"]["managedFields"]] == ["b"]
+    # an update sending the whole object back records neither its identity nor its server-set metadata
+    body["data"]["k2"] = "v2"
+    status, body, _u = sim.call("PUT", path + "?fieldManager=editor", body)
+    assert status == 200
+    editor = [m for m in body["metadata"]["managedFields"] if m["manager"] == "editor"][0]["fieldsV1"]
+    assert "f:k2" in editor["f:data"] and "f:apiVersion" not in editor and "f:kind" not in editor
+    assert set(editor.get("f:metadata", {})) <= {"f:labels"}, editor
+    status, body, _u = sim.call("POST", "/api/v1/namespaces/es1/configmaps?fieldManager=creator", cm_obj("c2"))
+    assert status == 201
+    assert body["metadata"]["managedFields"][0]["fieldsV1"] == {"f:data": {"f:k": {}}}
+
+
 # -- subresources ------------------------------------------------------------------------------
 
 
