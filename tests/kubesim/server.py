@@ -1033,6 +1033,16 @@ class Request:
             validation.apply_defaults(res.kind, new, self.store)
             if res.name == "namespaces":
                 new["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = self.name
+            if res.name == "services":
+                # before validation, as the service registry's patchAllocatedValues and normalizeClusterIPs:
+                # addresses left out keep their values, and a changed clusterIP carries clusterIPs along
+                spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
+                for k in ("clusterIP", "clusterIPs"):
+                    if k in old_spec and not spec.get(k):
+                        spec[k] = old_spec[k]
+                if spec.get("clusterIP") != old_spec.get("clusterIP") and \
+                        spec.get("clusterIPs") == old_spec.get("clusterIPs"):
+                    spec["clusterIPs"] = [spec["clusterIP"]]
             causes = validation.validate(res.kind, new, old=old, store=self.store)
             if causes:
                 raise invalid_error(res, self.name, causes)
@@ -1041,11 +1051,6 @@ class Request:
                 if msg:
                     raise ApiError(403, "Forbidden", 'persistentvolumeclaims "%s" is forbidden: %s' % (self.name, msg),
                                    _details(res, self.name))
-            if res.name == "services":
-                new.setdefault("spec", {})
-                for k in ("clusterIP", "clusterIPs"):
-                    if k in (old.get("spec") or {}) and not new["spec"].get(k):
-                        new["spec"][k] = old["spec"][k]
         meta["namespace"] = old["metadata"].get("namespace")
         if not res.namespaced:
             meta.pop("namespace", None)

@@ -68,6 +68,8 @@ def _go_value(value):
         return "true" if value else "false"
     if value is None:
         return "null"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "[]string{%s}" % ", ".join('"%s"' % v for v in value)
     return str(value)
 
 
@@ -451,6 +453,8 @@ def validate(kind, obj, old=None, store=None):
 
 def validate_update(kind, new, old):
     causes = []
+    if kind == "Service":
+        causes.extend(_validate_cluster_ips_update(new.get("spec") or {}, old.get("spec") or {}))
     if kind == "StatefulSet":
         a = {k: v for k, v in (new.get("spec") or {}).items() if k not in STS_MUTABLE}
         b = {k: v for k, v in (old.get("spec") or {}).items() if k not in STS_MUTABLE}
@@ -476,6 +480,28 @@ def validate_update(kind, new, old):
                 causes.append(forbidden("spec", "spec is immutable after creation except resources.requests and "
                                                 "volumeAttributesClassName for bound claims"))
     return causes
+
+
+def _validate_cluster_ips_update(spec, old_spec):
+    """A Service's primary cluster IP may not change once set: the checks of
+    ValidateServiceClusterIPsRelatedFields (clusterIPs[0] follows clusterIP;
+    the allocator runs it first and stops there) and of
+    validateUpgradeDowngradeClusterIPs."""
+    if "ExternalName" in (spec.get("type"), old_spec.get("type")):
+        return []
+    ip, ips, old_ips = spec.get("clusterIP"), spec.get("clusterIPs") or [], old_spec.get("clusterIPs") or []
+    if ip and not ips:
+        return [required("spec.clusterIPs")]
+    if ip and ips[0] != ip:
+        return [invalid("spec.clusterIPs", ips, "first value must match `clusterIP`")]
+    if not ip and ips:
+        return [invalid("spec.clusterIPs", ips, "must be empty when `clusterIP` is not specified")]
+    if ips == old_ips == ["None"] or not old_ips:
+        return []
+    if not ips:
+        return [invalid("spec.clusterIPs[0]", ips, "primary clusterIP can not be unset")]
+    changed = range(len(old_ips)) if len(ips) == len(old_ips) else [0]
+    return [invalid("spec.clusterIPs[%d]" % i, ips, "may not change once set") for i in changed if ips[i] != old_ips[i]]
 
 
 def pvc_resize_forbidden(new, old, store):

@@ -332,6 +332,43 @@ def test_field_validation_strict_warn_ignore(sim):
     assert "cannot unmarshal string into Go struct field StatefulSetSpec.spec.replicas of type" in body["message"]
 
 
+def test_service_cluster_ip_may_not_change_once_set(sim):
+    """v1.34's service registry: clusterIPs follows a changed clusterIP
+    (normalizeClusterIPs), then ValidateServiceUpdate refuses a changed
+    primary address; clusterIPs[0] must match clusterIP."""
+    svc = {"metadata": {"name": "s1"}, "spec": {"ports": [{"port": 80}]}}
+    status, svc, _u = sim.call("POST", "/api/v1/namespaces/es1/services", svc)
+    assert status == 201
+    path = "/api/v1/namespaces/es1/services/s1"
+    ip = svc["spec"]["clusterIP"]
+    moved = '[]string{"10.96.9.9"}'
+    for body, ct in [({"spec": {"clusterIP": "10.96.9.9"}}, "application/merge-patch+json"),
+                     ({"spec": {"clusterIP": "10.96.9.9"}}, "application/strategic-merge-patch+json"),
+                     ({"spec": {"clusterIP": "10.96.9.9", "clusterIPs": ["10.96.9.9"]}},
+                      "application/merge-patch+json"),
+                     (json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s1"},
+                                  "spec": {"clusterIP": "10.96.9.9"}}), "application/apply-patch+yaml")]:
+        query = "?fieldManager=m" if ct == "application/apply-patch+yaml" else ""
+        status, err, _u = sim.call("PATCH", path + query, body, ct)
+        assert status == 422 and err["reason"] == "Invalid", (ct, err)
+        assert err["message"] == 'Service "s1" is invalid: spec.clusterIPs[0]: Invalid value: %s: ' \
+                                 "may not change once set" % moved, err["message"]
+        assert err["details"]["causes"] == [{"reason": "FieldValueInvalid", "field": "spec.clusterIPs[0]",
+                                             "message": "Invalid value: %s: may not change once set" % moved}]
+    status, err, _u = sim.call("PATCH", path, {"spec": {"clusterIPs": ["10.96.9.9"]}}, "application/merge-patch+json")
+    assert status == 422
+    assert err["message"] == 'Service "s1" is invalid: spec.clusterIPs: Invalid value: %s: ' \
+                             "first value must match `clusterIP`" % moved
+    changed = dict(svc, spec=dict(svc["spec"], clusterIP="10.96.9.9"))
+    assert sim.call("PUT", path, changed)[0] == 422
+    assert sim.get("services", "es1", "s1")["spec"]["clusterIPs"] == [ip]
+    # the same address, or none at all, is fine
+    status, body, _u = sim.call("PATCH", path, {"spec": {"clusterIP": ip}, "metadata": {"labels": {"a": "b"}}},
+                                "application/merge-patch+json")
+    assert status == 200 and body["spec"]["clusterIPs"] == [ip]
+    assert sim.call("PUT", path, dict(body, spec=dict(body["spec"], clusterIP="", clusterIPs=None)))[0] == 200
+
+
 # -- patches and apply -----------------------------------------------------------------------
 
 
