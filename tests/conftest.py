@@ -11,3 +11,5 @@ if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+pytest_plugins = ["tests.controlplane.pytest_plugin"]
