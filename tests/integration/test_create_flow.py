@@ -260,15 +260,19 @@ def test_batch_with_forks(cluster, data_dir, tmp_path):
 
 
 def test_second_run_for_the_same_tenant_is_refused_while_the_first_is_creating(cluster, data_dir):
+    # Hold the first run in its rollout (a cluster that pulls real images is slower anyway).
+    extra = {}
     if cluster.sim:
-        cluster.sim.set_ready_delay(8)  # hold the first run in its rollout (a real cluster is slower anyway)
+        cluster.sim.set_ready_delay(8)
+    elif cluster.controlplane:
+        extra["es_elasticsearch_image"] = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3-ready-after-8s"
     import subprocess
     import sys
     first = subprocess.Popen([sys.executable, "-c", (
         "import json, sys; sys.path.insert(0, %r)\n"
         "from tests.integration.flow import run_playbook, tenant_vars\n"
-        "p = run_playbook(%r, %r, tenant_vars('dup_user', 'svc', 'es-dup'))\n"
-        "print(p.returncode); sys.stdout.write(p.stdout[-3000:])") % (ROOT, cluster.kubeconfig, data_dir)],
+        "p = run_playbook(%r, %r, tenant_vars('dup_user', 'svc', 'es-dup', **%r))\n"
+        "print(p.returncode); sys.stdout.write(p.stdout[-3000:])") % (ROOT, cluster.kubeconfig, data_dir, extra)],
         stdout=subprocess.PIPE, text=True)
     assert wait_for(lambda: (find_deployment(data_dir, "dup_user", "svc") or {}).get("status") == "creating",
                     timeout=120)
@@ -286,9 +290,8 @@ def test_second_run_for_the_same_tenant_is_refused_while_the_first_is_creating(c
     assert tenant_record(data_dir, "dup_user", "svc")["status"] == "created"
 
 
-def test_api_server_error_mid_flow_rolls_back(cluster, data_dir):
-    if cluster.sim is None:
-        pytest.skip("fault injection needs the simulator; a real cluster cannot be told to fail")
+def test_api_server_error_mid_flow_rolls_back(sim_cluster, data_dir):
+    cluster = sim_cluster  # HTTP fault injection: the simulator's
     cluster.sim.add_fault("PATCH:statefulsets:500")
     proc = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("fault_user", "svc", "es-fault"))
     got = _assert_failed_run(data_dir, "fault_user", "svc", "resources", proc)
