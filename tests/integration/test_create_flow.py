@@ -8,7 +8,6 @@ import os
 import re
 import time
 
-import pytest
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import BAD_REGISTRY
