@@ -94,17 +94,30 @@ def build(log=print):
         log("control plane binaries are up to date in %s" % target)
         return target
     if shutil.which("go") is None:
-        raise BuildError("the go command is not on PATH; Go 1.24+ is needed to build the control plane")
+        raise BuildError("the go command is not on PATH; Go 1.26+ is needed to build the control plane")
     started = time.monotonic()
     partial = target + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _build_into(partial, log)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    with open(os.path.join(partial, "complete"), "w") as f:
+        f.write("built in %.0f s\n" % (time.monotonic() - started))
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(partial, target)
+    log("built %s in %.0f s into %s" % (", ".join(BINARIES), time.monotonic() - started, target))
+    return target
+
+
+def _build_into(partial, log):
     os.makedirs(os.path.join(partial, "bin"))
     out = os.path.join(partial, "bin") + os.sep
-    ldflags = _ldflags()
-    _go(["build", "-trimpath", "-ldflags", ldflags, "-o", out, "k8s.io/kubernetes/cmd/kube-apiserver",
+    _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", out + "etcd", "."], os.path.join(GO, "etcd"), log)
+    _go(["build", "-trimpath", "-ldflags", _ldflags(), "-o", out, "k8s.io/kubernetes/cmd/kube-apiserver",
          "k8s.io/kubernetes/cmd/kube-controller-manager", "k8s.io/kubernetes/cmd/kube-scheduler"],
         os.path.join(GO, "kubernetes"), log)
-    _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", out + "etcd", "."], os.path.join(GO, "etcd"), log)
     _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", out, "sigs.k8s.io/kwok/cmd/kwok"],
         os.path.join(GO, "kwok"), log)
     kwok_dir = _go(["list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"], os.path.join(GO, "kwok"), log).strip()
@@ -114,12 +127,6 @@ def build(log=print):
     for name in BINARIES:
         if not os.access(os.path.join(partial, "bin", name), os.X_OK):
             raise BuildError("%s was not built" % name)
-    with open(os.path.join(partial, "complete"), "w") as f:
-        f.write("built in %.0f s\n" % (time.monotonic() - started))
-    shutil.rmtree(target, ignore_errors=True)
-    os.rename(partial, target)
-    log("built %s in %.0f s into %s" % (", ".join(BINARIES), time.monotonic() - started, target))
-    return target
 
 
 if __name__ == "__main__":
