@@ -65,8 +65,8 @@ def serve(args):
         cp.start()
         shutil.copyfile(cp.kubeconfig, args.kubeconfig)
         os.chmod(args.kubeconfig, 0o600)
-        print("control plane ready in %.1f s: %s (kubeconfig %s)" % (cp.startup_seconds, cp.server,
-                                                                      args.kubeconfig), flush=True)
+        message = "control plane ready in %.1f s: %s (kubeconfig %s)"
+        print(message % (cp.startup_seconds, cp.server, args.kubeconfig), flush=True)
         while not stopping:
             for name, proc in cp.processes:
                 if proc.poll() is not None:

@@ -83,7 +83,8 @@ class Provisioner:
 
 
 class _Claims(_Watcher):
-    def handle(self, pvc):
+    def handle(self, obj):
+        pvc = obj
         meta, spec, status = pvc["metadata"], pvc.get("spec") or {}, pvc.get("status") or {}
         if spec.get("storageClassName") != STORAGE_CLASS or meta.get("deletionTimestamp"):
             return
@@ -126,7 +127,8 @@ class _Claims(_Watcher):
 
 
 class _Volumes(_Watcher):
-    def handle(self, pv):
+    def handle(self, obj):
+        pv = obj
         annotations = pv["metadata"].get("annotations") or {}
         if (pv.get("status") or {}).get("phase") == "Released" and \
                 annotations.get("pv.kubernetes.io/provisioned-by") == DRIVER and \
@@ -141,7 +143,8 @@ class KubeletEvents(_Watcher):
         super().__init__(core, core.list_pod_for_all_namespaces, stop)
         self.sent = set()
 
-    def handle(self, pod):
+    def handle(self, obj):
+        pod = obj
         meta = pod["metadata"]
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             waiting = (status.get("state") or {}).get("waiting") or {}

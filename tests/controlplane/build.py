@@ -60,8 +60,8 @@ def _ldflags():
 
 
 def cache_dir():
-    root = os.environ.get("ES_CONTROLPLANE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                     "es-serverless")
+    default = os.path.join(os.path.expanduser("~"), ".cache", "es-serverless")
+    root = os.environ.get("ES_CONTROLPLANE_CACHE") or default
     return os.path.join(root, "k8s-%s-%s" % (kubernetes_version(), _digest()))
 
 
@@ -82,8 +82,8 @@ def _go(args, cwd, log):
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
     proc = subprocess.run(["go"] + args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise BuildError("go %s in %s failed (exit %d):\n%s" % (" ".join(args), cwd, proc.returncode,
-                                                               (proc.stdout + proc.stderr)[-4000:]))
+        output = (proc.stdout + proc.stderr)[-4000:]
+        raise BuildError("go %s in %s failed (exit %d):\n%s" % (" ".join(args), cwd, proc.returncode, output))
     return proc.stdout
 
 

@@ -34,6 +34,7 @@ from . import agents, build, pki, stages
 
 LOG = logging.getLogger("controlplane")
 SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"  # of the kubernetes Service: the first address of SERVICE_CIDR
 POD_CIDR = "10.244.0.0/16"
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -145,11 +146,10 @@ class ControlPlane:
         pki.write(self._path("pki", "ca.crt"), self._ca.pem)
         pki.write(self._path("pki", "ca.key"), self._ca.key_pem, private=True)
         self.host_ip = _host_ip()
-        ips = sorted({"127.0.0.1", self.host_ip, SERVICE_CIDR.split("/")[0][:-1] + "1"})
-        cert, key = self._ca.issue("kube-apiserver", dns_names=("localhost", "kubernetes", "kubernetes.default",
-                                                                 "kubernetes.default.svc",
-                                                                 "kubernetes.default.svc.cluster.local"),
-                                   ips=ips, server=True)
+        ips = sorted({"127.0.0.1", self.host_ip, SERVICE_IP})
+        names = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                 "kubernetes.default.svc.cluster.local")
+        cert, key = self._ca.issue("kube-apiserver", dns_names=names, ips=ips, server=True)
         pki.write(self._path("pki", "apiserver.crt"), cert)
         pki.write(self._path("pki", "apiserver.key"), key, private=True)
         private, public = pki.signing_key_pair()
