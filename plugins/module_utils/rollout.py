@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type  # noqa: UP001
 
+import re
 import threading
 import time
 
@@ -42,6 +43,11 @@ DOOM_WAITING_REASONS = (
     "CreateContainerConfigError",
 )
 UNSCHEDULABLE = "Unschedulable"
+# What the scheduler says while a pod's PersistentVolumeClaims are still being provisioned and bound
+# (its VolumeBinding plugin; the scheduler retries by itself once the PV controller has bound them):
+# right after a StatefulSet is created this is normal, not a reason to give up.
+VOLUME_BINDING_WAIT = re.compile(
+    r'pod has unbound immediate PersistentVolumeClaims|persistentvolumeclaim "[^"]*" not found')
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 
 
@@ -237,6 +243,9 @@ def _spec_images(pod):
 def pod_doom(pod):
     """Return a dict describing why ``pod`` cannot become ready, or ``None``.
 
+    A pod the scheduler holds back only until its volume claims are bound
+    (``VOLUME_BINDING_WAIT``) is not doomed: it is scheduled once they are.
+
     Keys: ``pod`` (namespace/name), ``container``, ``image``, ``reason``,
     ``message`` (kubelet or scheduler message) and ``text`` (one line for humans).
     Terminating pods are ignored: they are on their way out.
@@ -270,7 +279,8 @@ def pod_doom(pod):
                 text += ": %s" % message
             return dict(pod=pod_ref, container=cname, image=image, reason=reason, message=message, text=text)
     cond = _condition(pod, "PodScheduled")
-    if cond is not None and cond.get("status") == "False" and cond.get("reason") == UNSCHEDULABLE:
+    if cond is not None and cond.get("status") == "False" and cond.get("reason") == UNSCHEDULABLE and \
+            not VOLUME_BINDING_WAIT.search(cond.get("message") or ""):
         containers = (pod.get("spec") or {}).get("containers") or []
         cname = containers[0].get("name") if containers else None
         image = containers[0].get("image") if containers else None

@@ -17,7 +17,9 @@ description:
     C(kubectl rollout status).
   - Fails at once, without sitting out O(timeout), when a pod of these workloads has a container or
     init container waiting with reason C(ErrImagePull), C(ImagePullBackOff), C(InvalidImageName),
-    C(CrashLoopBackOff) or C(CreateContainerConfigError), or cannot be scheduled (C(Unschedulable)).
+    C(CrashLoopBackOff) or C(CreateContainerConfigError), or cannot be scheduled (C(Unschedulable)),
+    except while the scheduler only waits for the pod's PersistentVolumeClaims to be bound (it schedules
+    the pod once they are; a claim that is never bound ends in the O(timeout) failure).
     The error names the pod, container, image, reason and the kubelet or scheduler message, and the
     result carries the pod's recent Warning events.
   - Fails when a Deployment reports C(ProgressDeadlineExceeded), when a workload does not exist,

@@ -198,6 +198,11 @@ def test_doom_unschedulable():
     dict(waiting=("ContainerCreating", "")),
     dict(waiting=("PodInitializing", "")),
     dict(scheduled=("SchedulerError", "transient")),
+    # the scheduler waits for the volume claims to be provisioned and bound, then schedules the pod
+    dict(scheduled=("Unschedulable", "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. "
+                                     "not found")),
+    dict(scheduled=("Unschedulable", '0/2 nodes are available: persistentvolumeclaim '
+                                     '"elasticsearch-data-elasticsearch-0" not found.')),
     dict(waiting=("ImagePullBackOff", "old pod"), deleting=True),
 ])
 def test_no_doom(kwargs):
