@@ -25,7 +25,7 @@ from tests.kubesim.store import AlreadyExists, NotFound
 
 log = logging.getLogger("kubesim.controllers")
 
-NODE_NAME = "kubesim-node"
+NODE_NAME = "kubesim-node-1"  # the one node; created by _sync_node when the controllers start
 CONFIG_POLL = 0.2
 
 OWNER_RESOURCE = {

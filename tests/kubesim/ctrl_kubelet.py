@@ -108,11 +108,13 @@ class Kubelet:
         pod = self.store.get("pods", ns, name)
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
-            # graceful deletion: the kubelet stops the containers, then the object goes
-            try:
-                self.store.delete("pods", ns, name)
-            except NotFound:
-                pass
+            # graceful deletion: the kubelet stops the containers, then the object goes (once no
+            # finalizer holds it; the API server deletes it when the last one is removed)
+            if not meta.get("finalizers"):
+                try:
+                    self.store.delete("pods", ns, name)
+                except NotFound:
+                    pass
             return
         rt = self.pods.get(meta["uid"])
         if rt is None:
@@ -181,45 +183,62 @@ class Kubelet:
         return pod
 
     def _unschedulable_message(self, pod, node):
+        """The scheduler's FitError message for the one node, worded as v1.34
+        words it: ``0/N nodes are available: <PreFilter or Filter reasons>.``
+        and then what the PostFilter plugins said. A PreFilter failure (the
+        volume binding plugin) leaves the DynamicResources plugin without its
+        cycle state, whose PostFilter then answers ``not found``; otherwise
+        it answers ``no new claims to deallocate`` and preemption follows:
+        not helpful when the node's failure is unresolvable (a request above
+        the node's allocatable, a node selector that does not match), and no
+        victims otherwise (every pod here has the same priority)."""
         meta, spec = pod["metadata"], pod.get("spec") or {}
         ns = meta["namespace"]
         for claim in _claims(spec):
             try:
                 pvc = self.store.get("persistentvolumeclaims", ns, claim)
             except NotFound:
-                return '0/1 nodes are available: persistentvolumeclaim "%s" not found.' % claim
+                return '0/1 nodes are available: persistentvolumeclaim "%s" not found. not found' % claim
             if (pvc.get("status") or {}).get("phase") != "Bound":
                 sc = self.ctl.storage_class((pvc.get("spec") or {}).get("storageClassName"))
                 if sc is None or sc.get("volumeBindingMode") != "WaitForFirstConsumer":
-                    return "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+                    return "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. not found"
         reasons = []
+        unresolvable = False
         labels = node["metadata"].get("labels") or {}
         selector = spec.get("nodeSelector") or {}
-        if any(labels.get(k) != v for k, v in selector.items()):
-            reasons.append("node(s) didn't match Pod's node affinity/selector")
         alloc = (node.get("status") or {}).get("allocatable") or {}
-        node_name = node["metadata"]["name"]
-        uid = meta["uid"]
+        if any(labels.get(k) != v for k, v in selector.items()):
+            # NodeAffinity filters before NodeResourcesFit, and a node's filtering stops at the first failure
+            reasons.append("node(s) didn't match Pod's node affinity/selector")
+            unresolvable = True
+        else:
+            node_name = node["metadata"]["name"]
+            uid = meta["uid"]
 
-        def on_node(o):
-            return ((o.get("spec") or {}).get("nodeName") == node_name and o["metadata"]["uid"] != uid
-                    and (o.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+            def on_node(o):
+                return ((o.get("spec") or {}).get("nodeName") == node_name and o["metadata"]["uid"] != uid
+                        and (o.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
 
-        others, _u = self.store.list("pods", predicate=on_node)
-        used = {}
-        for o in others:
-            for res, q in pod_requests(o.get("spec") or {}).items():
-                used[res] = used.get(res, 0) + q
-        if len(others) + 1 > int(quantity(alloc.get("pods", "110"))):
-            reasons.append("Too many pods")
-        for res, q in sorted(pod_requests(spec).items()):
-            if q <= 0 or res == "pods":
-                continue
-            if quantity(alloc.get(res, 0)) - used.get(res, 0) < q:
-                reasons.append("Insufficient %s" % res)
+            others, _u = self.store.list("pods", predicate=on_node)
+            used = {}
+            for o in others:
+                for res, q in pod_requests(o.get("spec") or {}).items():
+                    used[res] = used.get(res, 0) + q
+            if len(others) + 1 > int(quantity(alloc.get("pods", "110"))):
+                reasons.append("Too many pods")
+            for res, q in sorted(pod_requests(spec).items()):
+                if q <= 0 or res == "pods":
+                    continue
+                if quantity(alloc.get(res, 0)) - used.get(res, 0) < q:
+                    reasons.append("Insufficient %s" % res)
+                    unresolvable = unresolvable or q > quantity(alloc.get(res, 0))
         if not reasons:
             return None
-        return "0/1 nodes are available: %s." % ", ".join("1 %s" % r for r in sorted(reasons))
+        preemption = "Preemption is not helpful for scheduling" if unresolvable else \
+            "No preemption victims found for incoming pod"
+        return ("0/1 nodes are available: %s. no new claims to deallocate, preemption: 0/1 nodes are available: "
+                "1 %s." % (", ".join("1 %s" % r for r in sorted(reasons)), preemption))
 
     # -- kubelet -----------------------------------------------------------------------
     def _missing_volume(self, pod):

@@ -182,7 +182,10 @@ def field_set(obj, node):
         fkey = "f:" + key
         child = schema.child_schema(node, key) if node else None
         resolved = schema.resolve(child) if child is not None else None
-        if isinstance(value, dict) and value and (
+        if isinstance(value, dict) and value and resolved is not None and \
+                resolved.get("x-kubernetes-map-type") == "atomic":
+            out[fkey] = {}  # an atomic struct (a label selector, an object reference) is one field
+        elif isinstance(value, dict) and value and (
                 resolved is None or resolved.get("properties") is not None
                 or isinstance(resolved.get("additionalProperties"), dict)):
             out[fkey] = field_set(value, child)
@@ -203,6 +206,58 @@ def field_set(obj, node):
         else:
             out[fkey] = {}
     return out
+
+
+def mark_created(fs, new, old, node, inside_new=False):
+    """Add the ``.`` entries an Update operation's field set has on a real
+    server, whose field manager compares the object with the live one (with
+    the type's zero value on create, ``old`` None) and owns what the update
+    created as a whole: a map of values (labels, annotations, data, resource
+    lists, ...) or a keyed or set list absent before (on create, a list the
+    type's schema requires is there already, as ``null``), and everything
+    inside a new list item. A struct is taken to be there already (most are
+    not pointers), so a new optional struct (e.g. a Deployment's
+    ``strategy.rollingUpdate``) gets no ``.`` here. A field left null or
+    removed is not owned (it equals the zero value, or is gone)."""
+    for key, sub in list(fs.items()):
+        kind, _u, rest = key.partition(":")
+        if kind != "f" or not isinstance(new, dict):
+            continue
+        value = new.get(rest)
+        if value is None:
+            del fs[key]
+            continue
+        if not sub:
+            continue
+        before = old.get(rest) if isinstance(old, dict) else None
+        child = schema.child_schema(node, rest) if node else None
+        resolved = schema.resolve(child) if child is not None else {}
+        required = old is None and rest in (schema.resolve(node).get("required") or []) if node else False
+        created = inside_new or (before is None and not required)
+        if isinstance(value, dict):
+            if created and (inside_new or resolved.get("properties") is None):
+                sub["."] = {}
+            mark_created(sub, value, before, child, inside_new)
+        elif isinstance(value, list):
+            if created:
+                sub["."] = {}
+            items, _u, keys = _list_meta(node, rest, True)
+            for item_key, item_sub in sub.items():
+                if not item_key.startswith("k:") or not keys:
+                    continue
+                ident = json.loads(item_key[2:])
+
+                def find(lst, ident=ident):
+                    for v in lst if isinstance(lst, list) else []:
+                        if isinstance(v, dict) and all(v.get(k) == ident[k] for k in ident):
+                            return v
+                    return None
+
+                item_old = find(before)
+                mark_created(item_sub, find(value), item_old, items, inside_new or item_old is None)
+        if not sub:
+            del fs[key]  # everything under it was null or removed
+    return fs
 
 
 # what the real field manager never records as owned (its stripMetaManager)

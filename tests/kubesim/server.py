@@ -68,9 +68,53 @@ class ApiError(Exception):
 def status_body(code, reason, message, details=None):
     body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "code": code}
-    if details:
+    if details is not None:
         body["details"] = details
     return body
+
+
+# what the system:public-info-viewer role lets anyone read
+ANONYMOUS_PATHS = ("/version", "/version/", "/healthz", "/livez", "/readyz")
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def anonymous_forbidden(method, path, query):
+    """The 403 a real server's RBAC gives ``system:anonymous`` (no
+    credentials), worded as its authorization filter words it."""
+    user = 'User "system:anonymous"'
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        rest = None
+    if not rest:
+        verb = _VERBS.get(method, "get")
+        return ApiError(403, "Forbidden", 'forbidden: %s cannot %s path "%s"' % (user, verb, path), {})
+    namespace = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]
+    resource, name, sub = rest[0], (rest[1:2] or [None])[0], "/".join(rest[2:])
+    if resource == "namespaces" and name:
+        namespace = name  # a namespace is its own namespace to the authorizer
+    if method == "GET":
+        verb = "get" if name else ("watch" if query.get("watch", "").lower() in ("true", "1") else "list")
+    elif method == "DELETE" and not name:
+        verb = "deletecollection"
+    else:
+        verb = _VERBS.get(method, method.lower())
+    what = "%s cannot %s resource \"%s\" in API group \"%s\" %s" % (
+        user, verb, resource + ("/" + sub if sub else ""), group,
+        'in the namespace "%s"' % namespace if namespace else "at the cluster scope")
+    qualified = resource + ("." + group if group else "")
+    details = {"name": name} if name else {}
+    if group:
+        details["group"] = group
+    details["kind"] = resource
+    message = ('%s "%s" is forbidden: %s' % (qualified, name, what)) if name else \
+        ("%s is forbidden: %s" % (qualified, what))
+    return ApiError(403, "Forbidden", message, details)
 
 
 def _details(res, name, kind=None):
@@ -302,8 +346,6 @@ class ApiServer:
             if not self.store.exists("namespaces", None, ns):
                 self.create_object(resources.find("", "v1", "namespaces"), None,
                                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        if not self.store.exists("nodes", None, "kubesim-node-1"):
-            self.store.create("nodes", self.node_object(), namespaced=False)
         if not self.store.exists("storage.k8s.io/storageclasses", None, "standard"):
             sc = {
                 "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
@@ -314,38 +356,6 @@ class ApiServer:
             }
             self.store.create("storage.k8s.io/storageclasses", sc, namespaced=False)
 
-    def node_object(self):
-        cap = {"cpu": str(self.config.node_cpu), "memory": str(self.config.node_memory), "pods": "110",
-               "ephemeral-storage": "100Gi"}
-        if int(self.config.node_gpus or 0) > 0:
-            cap["nvidia.com/gpu"] = str(self.config.node_gpus)
-        ts = now_iso()
-        return {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": "kubesim-node-1", "labels": {
-                "kubernetes.io/hostname": "kubesim-node-1", "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/control-plane": ""}},
-            "spec": {"podCIDR": "10.244.0.0/24"},
-            "status": {
-                "capacity": dict(cap), "allocatable": dict(cap),
-                "conditions": [
-                    {"type": t, "status": "False", "reason": r, "message": m, "lastHeartbeatTime": ts,
-                     "lastTransitionTime": ts}
-                    for t, r, m in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory"),
-                                    ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                                    ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID"))
-                ] + [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                      "message": "kubelet is posting ready status", "lastHeartbeatTime": ts,
-                      "lastTransitionTime": ts}],
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                              {"type": "Hostname", "address": "kubesim-node-1"}],
-                "nodeInfo": {"kubeletVersion": "v1.32.0", "kubeProxyVersion": "v1.32.0", "operatingSystem": "linux",
-                             "architecture": "amd64", "containerRuntimeVersion": "containerd://1.7.0",
-                             "osImage": "kubesim", "kernelVersion": "6.0.0", "machineID": "", "systemUUID": "",
-                             "bootID": ""},
-            },
-        }
-
     # -- background loops ------------------------------------------------------
     def _gc_loop(self):
         while not self._stop.wait(0.3):
@@ -355,7 +365,9 @@ class ApiServer:
                 pass
 
     def collect_garbage(self):
-        """Delete objects all of whose owners (by uid) are gone."""
+        """Finish deletions waiting for the garbage collector, then delete
+        objects all of whose owners (by uid) are gone."""
+        self.finalize_deleted()
         uids, owned = self.store.ownership()
         for res, ns, name, owners in owned:
             if not any(uid in uids for uid in owners):
@@ -391,7 +403,11 @@ class ApiServer:
                 for obj in items:
                     remaining += 1
                     try:
-                        self.store.delete(key, name, obj["metadata"]["name"])
+                        if obj["metadata"].get("finalizers"):  # marked; it goes when they are removed
+                            if not obj["metadata"].get("deletionTimestamp"):
+                                self.store.mark_deleting(key, name, obj["metadata"]["name"], now_iso())
+                        else:
+                            self.store.delete(key, name, obj["metadata"]["name"])
                     except NotFound:
                         pass
             if remaining == 0:
@@ -444,8 +460,9 @@ class ApiServer:
         self.check_namespace_for_create(res, namespace, meta.get("name"))
         if res.name == "services":
             self._allocate_cluster_ip(obj)
-        fields = manager and patch.owned_fields(_without_status(obj),
-                                                schema.kind_schema(res.group, res.version, res.kind))
+        node = schema.kind_schema(res.group, res.version, res.kind)
+        fields = manager and patch.mark_created(patch.owned_fields(_without_status(obj), node),
+                                                _without_status(obj), None, node)
         if fields:
             meta["managedFields"] = [_managed_entry(manager, "Update", res, fields)]
         meta.pop("resourceVersion", None)
@@ -469,6 +486,25 @@ class ApiServer:
             spec["clusterIPs"] = [ip]
         elif "clusterIPs" not in spec:
             spec["clusterIPs"] = [spec["clusterIP"]]
+        self._allocate_node_ports(spec)
+
+    def _allocate_node_ports(self, spec, old_spec=None):
+        """NodePort and LoadBalancer services get a node port (30000-32767)
+        for each port that has none, keeping the ones they had."""
+        if spec.get("type") not in ("NodePort", "LoadBalancer") or \
+                spec.get("allocateLoadBalancerNodePorts") is False:
+            return
+        kept = {(p.get("port"), p.get("protocol")): p.get("nodePort")
+                for p in (old_spec or {}).get("ports") or [] if isinstance(p, dict)}
+        used = {p.get("nodePort") for _r, svc in self.store.all_objects() if _r == "services"
+                for p in (svc.get("spec") or {}).get("ports") or []}
+        for p in spec.get("ports") or []:
+            if isinstance(p, dict) and not p.get("nodePort"):
+                port = kept.get((p.get("port"), p.get("protocol")))
+                while not port or port in used:
+                    port = random.randint(30000, 32767)
+                used.add(port)
+                p["nodePort"] = port
 
     def _populate_namespace(self, ns):
         try:
@@ -501,10 +537,17 @@ class ApiServer:
                                % name, {"name": name, "kind": "namespaces"})
             return self.store.mark_deleting("namespaces", None, name, now_iso(),
                                             lambda o: o.setdefault("status", {}).update(phase="Terminating"))
-        if policy == "Orphan":
-            self._orphan_dependents(obj["metadata"]["uid"])
-        elif policy == "Foreground":
-            self._delete_dependents(obj["metadata"]["uid"])
+        finalizer = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(policy)
+        if finalizer or obj["metadata"].get("finalizers"):
+            # as a real server: the object stays, marked for deletion, until its finalizers are gone;
+            # the garbage collector (collect_garbage) handles orphan and foregroundDeletion
+            def mark(o):
+                meta = o["metadata"]
+                if finalizer and finalizer not in (meta.get("finalizers") or []):
+                    meta["finalizers"] = (meta.get("finalizers") or []) + [finalizer]
+                meta.setdefault("deletionGracePeriodSeconds", 0)
+
+            return self.store.mark_deleting(key, namespace, name, now_iso(), mark)
         return self.store.delete(key, namespace, name)
 
     def _dependents(self, uid):
@@ -527,11 +570,43 @@ class ApiServer:
             except NotFound:
                 pass
 
-    def _delete_dependents(self, uid):
-        for res, obj in list(self._dependents(uid)):
-            self._delete_dependents(obj["metadata"]["uid"])
+    def finalize_deleted(self):
+        """The garbage collector's part in deletion: an object deleted with
+        Orphan propagation (finalizer ``orphan``) first loses its dependents'
+        owner references; one deleted in the foreground (``foregroundDeletion``)
+        waits until its dependents are deleted (in the foreground when they
+        have dependents of their own). The object goes with its last finalizer."""
+        for key, namespace, name in self.store.finalizing():
             try:
-                self.store.delete(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+                obj = self.store.get(key, namespace, name)
+            except NotFound:
+                continue
+            meta = obj["metadata"]
+            finalizers = list(meta.get("finalizers") or [])
+            if "orphan" in finalizers:
+                self._orphan_dependents(meta["uid"])
+                finalizers.remove("orphan")
+            if "foregroundDeletion" in finalizers:
+                dependents = list(self._dependents(meta["uid"]))
+                for res, dep in dependents:
+                    dmeta = dep["metadata"]
+                    if dmeta.get("deletionTimestamp"):
+                        continue
+                    policy = "Foreground" if any(True for _u in self._dependents(dmeta["uid"])) else None
+                    try:
+                        self.delete_object(resources.by_store_key(res), dmeta.get("namespace"), dmeta["name"], policy)
+                    except NotFound:
+                        pass
+                if not dependents:
+                    finalizers.remove("foregroundDeletion")
+            if finalizers == (meta.get("finalizers") or []):
+                continue
+            try:
+                if finalizers:
+                    self.store.mutate(key, namespace, name,
+                                      lambda o, f=finalizers: o["metadata"].__setitem__("finalizers", f))
+                else:
+                    self.store.delete(key, namespace, name)
             except NotFound:
                 pass
 
@@ -666,8 +741,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = b""
         admin = path.startswith("/kubesim/")
         try:
-            if self.headers.get("Authorization") != "Bearer " + self.api.token:
-                raise ApiError(401, "Unauthorized", "Unauthorized")
+            auth = (self.headers.get("Authorization") or "").strip()
+            if auth != "Bearer " + self.api.token:
+                scheme, _u, token = auth.partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    raise ApiError(401, "Unauthorized", "Unauthorized")  # a token, but not a valid one
+                # no credentials: the request is system:anonymous's, which RBAC lets read only these
+                if path not in ANONYMOUS_PATHS:
+                    raise anonymous_forbidden(method, path, query)
             latency = self.api.config.latency_ms
             if latency and not admin:
                 time.sleep(latency / 1000.0)
@@ -869,14 +950,21 @@ class Request:
             raise bad_request("Object 'Kind' is missing in '%s'" % json.dumps(obj)[:200])
         kind = expect_kind or self.res.kind
         api_version = "autoscaling/v1" if kind == "Scale" else resources.api_version_of(self.res)
-        if obj.get("kind") and obj.get("kind") != kind:
-            raise bad_request(
-                "%s in version \"%s\" cannot be handled as a %s: the object provided is unrecognized "
-                "(must be of type %s): couldn't find type: %s"
-                % (obj.get("kind"), self.res.version, kind, kind, obj.get("kind")))
-        if obj.get("apiVersion") and obj.get("apiVersion") != api_version:
-            raise bad_request("the API version in the data (%s) does not match the expected API version (%s)"
-                              % (obj.get("apiVersion"), api_version))
+        body_kind, body_version = obj.get("kind") or kind, obj.get("apiVersion") or api_version
+        if (body_kind, body_version) != (kind, api_version):
+            # as the real decoder answers: the body's kind decoded (if the scheme knows it) and converted
+            group, _u, version = api_version.rpartition("/")
+            body_group, _u, body_v = body_version.rpartition("/")
+            if body_kind == kind and body_group == group and schema.kind_definition_name(group, body_v, kind):
+                raise bad_request("the API version in the data (%s) does not match the expected API version (%s)"
+                                  % (body_version, api_version))
+            if schema.kind_definition_name(body_group, body_v, body_kind):
+                why = "converting (%s.%s) to (%s.%s): unknown conversion" % (
+                    body_v, body_kind, group.split(".")[0] or "core", kind)
+            else:
+                why = 'no kind "%s" is registered for version "%s" in scheme "pkg/runtime/scheme.go:110"' % (
+                    body_kind, body_version)
+            raise bad_request('%s in version "%s" cannot be handled as a %s: %s' % (body_kind, body_v, kind, why))
         meta = obj.get("metadata")
         if meta is not None and not isinstance(meta, dict):
             self._field_problems([], [("metadata", _json_kind(meta), "ObjectMeta", kind)])
@@ -1043,6 +1131,7 @@ class Request:
                 if spec.get("clusterIP") != old_spec.get("clusterIP") and \
                         spec.get("clusterIPs") == old_spec.get("clusterIPs"):
                     spec["clusterIPs"] = [spec["clusterIP"]]
+                self.api._allocate_node_ports(spec, old_spec)
             causes = validation.validate(res.kind, new, old=old, store=self.store)
             if causes:
                 raise invalid_error(res, self.name, causes)
@@ -1051,6 +1140,11 @@ class Request:
                 if msg:
                     raise ApiError(403, "Forbidden", 'persistentvolumeclaims "%s" is forbidden: %s' % (self.name, msg),
                                    _details(res, self.name))
+        elif self.sub == "status":
+            validation.apply_defaults(res.kind, new, self.store)
+            causes = validation.validate_status_update(res.kind, new, old)
+            if causes:
+                raise invalid_error(res, self.name, causes)
         meta["namespace"] = old["metadata"].get("namespace")
         if not res.namespaced:
             meta.pop("namespace", None)
@@ -1075,7 +1169,14 @@ class Request:
             return self.store.update(self.key, new, subresource="status", check_rv=check_rv)
         if old["metadata"].get("deletionTimestamp") and self.res.name == "namespaces":
             new.setdefault("status", {})["phase"] = "Terminating"
-        return self.store.update(self.key, new, check_rv=check_rv)
+        out = self.store.update(self.key, new, check_rv=check_rv)
+        meta = out["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and self.res.name != "namespaces":
+            try:  # the last finalizer of an object being deleted is gone: so is the object
+                self.store.delete(self.key, self.namespace, self.name)
+            except NotFound:
+                pass
+        return out
 
     def update(self):
         obj = self.decode()
@@ -1106,7 +1207,13 @@ class Request:
             self.sub = None
         new = self._prepare_update(obj, old)
         node = schema.kind_schema(self.res.group, self.res.version, self.res.kind)
-        fields = patch.owned_fields(obj.get("status", {}) if self.sub == "status" else _without_status(obj), node)
+        if self.sub == "status":
+            status_node = schema.child_schema(node, "status")
+            fields = patch.mark_created(patch.owned_fields(obj.get("status", {}), status_node),
+                                        obj.get("status", {}), old.get("status") or {}, status_node)
+        else:
+            fields = patch.mark_created(patch.owned_fields(_without_status(obj), node), _without_status(obj),
+                                        old, node)
         out = self._store_update(new, old, fields=fields)
         return self.reply(200, self.out(out))
 
@@ -1154,7 +1261,7 @@ class Request:
         if not check_rv:
             new_meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         new = self._prepare_update(new, old)
-        fields = patch.owned_fields(data if isinstance(data, dict) else {}, node)
+        fields = patch.mark_created(patch.owned_fields(data if isinstance(data, dict) else {}, node), new, old, node)
         if self.sub == "status":
             fields = fields.get("f:status", {})
         out = self._store_update(new, old, fields=fields, check_rv=True)
@@ -1232,13 +1339,19 @@ class Request:
                     if patch.value_at(current, p) != patch.value_at(applied, p):
                         conflicts.append((other, p))
         if conflicts and not force:
-            causes = [{"reason": "FieldManagerConflict",
-                       "message": 'conflict with "%s" using %s' % (o["manager"], o.get("apiVersion")),
+            # worded as the real field manager words them (conflicts are with Apply managers only here,
+            # which it names without an API version or time)
+            causes = [{"reason": "FieldManagerConflict", "message": 'conflict with "%s"' % o["manager"],
                        "field": patch.path_to_field(p)} for o, p in conflicts]
-            msg = "Apply failed with %d conflict%s: %s" % (
-                len(causes), "" if len(causes) == 1 else "s",
-                "; ".join("%s: %s" % (c["message"], c["field"]) for c in causes))
-            raise ApiError(409, "Conflict", msg, dict(_details(self.res, self.name, self.res.kind), causes=causes))
+            if len(causes) == 1:
+                msg = "Apply failed with 1 conflict: %s: %s" % (causes[0]["message"], causes[0]["field"])
+            else:
+                lines = []
+                for manager in sorted({o["manager"] for o, _p in conflicts}):
+                    lines.append('conflicts with "%s":' % manager)
+                    lines.extend("- %s" % patch.path_to_field(p) for o, p in conflicts if o["manager"] == manager)
+                msg = "Apply failed with %d conflicts: %s" % (len(causes), "\n".join(lines))
+            raise ApiError(409, "Conflict", msg, {"causes": causes})
         for other, p in conflicts:
             _remove_fs_path(other.get("fieldsV1") or {}, p)
         # a manager the forced apply took every field from loses its entry
@@ -1335,9 +1448,10 @@ class Request:
         if self.res.namespaced and not self.store.exists("namespaces", None, self.namespace):
             raise not_found(self.res, self.name)
         out = self.api.delete_object(self.res, self.namespace, self.name, policy, self.dry_run)
-        # the object, when its registry returns deleted objects or when a real server would keep it
-        # behind a finalizer (orphan, foregroundDeletion); otherwise a Status
-        if self.res.name in RETURN_DELETED_OBJECT or policy in ("Orphan", "Foreground"):
+        # the object, when its registry returns deleted objects or when finalizers (orphan,
+        # foregroundDeletion or the object's own) keep it; otherwise a Status
+        if self.res.name in RETURN_DELETED_OBJECT or (out["metadata"].get("deletionTimestamp")
+                                                      and out["metadata"].get("finalizers")):
             return self.reply(200, self.out(out))
         return self.reply(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                 "details": _details(self.res, self.name, self.res.name)

@@ -276,6 +276,15 @@ class Store:
         self._emit("MODIFIED", resource, out)
         return out
 
+    def finalizing(self):
+        """``(resource, namespace, name)`` of each object other than a
+        namespace that is being deleted and waits for its ``finalizers``
+        (no copies)."""
+        with self.lock:
+            return [(res, ns or None, name) for (res, ns, name), o in self._objects.items()
+                    if res != "namespaces" and o.get("metadata", {}).get("deletionTimestamp")
+                    and o["metadata"].get("finalizers")]
+
     def ownership(self):
         """``(uids, owned)``: every stored uid, and ``(resource, namespace,
         name, owner uids)`` of each object with ownerReferences (no copies)."""

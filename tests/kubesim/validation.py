@@ -1,8 +1,9 @@
 """Defaulting and validation the simulated API server applies, with the
-messages a real 1.32 server gives (test infrastructure)."""
+messages a real server gives, worded as v1.34 words them (test infrastructure)."""
 
 import base64
 import copy
+import json
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -29,12 +30,13 @@ DNS1035_MSG = (
     "character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation "
     "is '[a-z]([-a-z0-9]*[a-z0-9])?')"
 )
-STS_FORBIDDEN = (
+STS_FORBIDDEN = (  # v1.34 wording; revisionHistoryLimit may change since v1.34
     "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', "
-    "'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+    "'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' "
+    "are forbidden"
 )
-STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
-               "minReadySeconds")
+STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "revisionHistoryLimit",
+               "persistentVolumeClaimRetentionPolicy", "minReadySeconds")
 
 STANDARD_RESOURCES = {"cpu", "memory", "ephemeral-storage", "storage", "pods"}
 
@@ -61,16 +63,21 @@ def forbidden(field, detail):
     return Cause(field, "FieldValueForbidden", "Forbidden: " + detail)
 
 
+class GoJSON(str):
+    """A bad value already rendered as the real server renders it."""
+
+
 def _go_value(value):
-    if isinstance(value, str):
-        return '"%s"' % value
+    """A bad value as v1.34's field errors print it: strings quoted, numbers
+    and booleans plain, anything else as JSON (``["10.96.9.9"]``)."""
+    if isinstance(value, GoJSON):
+        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return "[]string{%s}" % ", ".join('"%s"' % v for v in value)
-    return str(value)
+    if isinstance(value, (int, float)):
+        return str(value)
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # as Go escapes them
 
 
 # -- quantities ------------------------------------------------------------------
@@ -226,17 +233,25 @@ def apply_defaults(kind, obj, store=None):
         spec.setdefault("manualSelector", False) if "selector" in spec else None
         _default_template(obj)
         spec["template"]["spec"]["restartPolicy"] = spec["template"]["spec"].get("restartPolicy", "Never")
-    elif kind == "Service" and isinstance(spec, dict):
-        spec.setdefault("type", "ClusterIP")
-        spec.setdefault("sessionAffinity", "None")
-        spec.setdefault("internalTrafficPolicy", "Cluster")
-        spec.setdefault("ipFamilies", ["IPv4"])
-        spec.setdefault("ipFamilyPolicy", "SingleStack")
-        for p in spec.get("ports") or []:
-            if isinstance(p, dict):
-                p.setdefault("protocol", "TCP")
-                p.setdefault("targetPort", p.get("port"))
-        obj.setdefault("status", {}).setdefault("loadBalancer", {})
+    elif kind == "Service":
+        if isinstance(spec, dict):
+            spec.setdefault("type", "ClusterIP")
+            spec.setdefault("sessionAffinity", "None")
+            spec.setdefault("internalTrafficPolicy", "Cluster")
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
+            if spec["type"] in ("NodePort", "LoadBalancer"):
+                spec.setdefault("externalTrafficPolicy", "Cluster")
+            if spec["type"] == "LoadBalancer":
+                spec.setdefault("allocateLoadBalancerNodePorts", True)
+            for p in spec.get("ports") or []:
+                if isinstance(p, dict):
+                    p.setdefault("protocol", "TCP")
+                    p.setdefault("targetPort", p.get("port"))
+            obj.setdefault("status", {}).setdefault("loadBalancer", {})
+        for ingress in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+            if isinstance(ingress, dict) and ingress.get("ip"):
+                ingress.setdefault("ipMode", "VIP")  # the LoadBalancerIPMode feature (GA in v1.32)
     elif kind == "PersistentVolumeClaim" and isinstance(spec, dict):
         spec.setdefault("volumeMode", "Filesystem")
         if "storageClassName" not in spec and store is not None:
@@ -358,8 +373,8 @@ def _validate_resources(res, field):
             if lq is None:
                 continue
             if extended and q != lq:
-                causes.append(
-                    invalid("%s.requests[%s]" % (field, name), str(qty),
+                causes.append(  # the real validation names the requests map, not the key
+                    invalid("%s.requests" % field, str(qty),
                             "must be equal to %s limit of %s" % (name, limits[name]))
                 )
             elif q > lq:
@@ -411,17 +426,37 @@ def _validate_workload(obj):
     tmpl = spec.get("template") or {}
     labels = (tmpl.get("metadata") or {}).get("labels")
     if isinstance(selector, dict) and selector and not selector_matches(selector, labels):
-        causes.append(
-            invalid("spec.template.metadata.labels",
-                    "map[string]string{%s}" % ", ".join('"%s":"%s"' % kv for kv in sorted((labels or {}).items())),
-                    "`selector` does not match template `labels`")
-        )
+        causes.append(invalid("spec.template.metadata.labels", labels or {},
+                              "`selector` does not match template `labels`"))
     replicas = spec.get("replicas")
     if isinstance(replicas, int) and replicas < 0:
         causes.append(invalid("spec.replicas", replicas, "must be greater than or equal to 0"))
     causes.extend(_validate_labels(labels, "spec.template.labels"))
     causes.extend(validate_pod_spec(tmpl.get("spec"), "spec.template.spec"))
+    if obj.get("kind") == "StatefulSet":
+        causes.extend(_validate_sts_update_strategy(spec.get("updateStrategy") or {}))
     return causes
+
+
+def _go_struct(**fields):
+    """An internal (untagged) Go struct as v1.34's field errors print it:
+    JSON with the Go field names, in declaration order."""
+    return GoJSON("{%s}" % ",".join("%s:%s" % (json.dumps(k), json.dumps(v, separators=(",", ":")))
+                                    for k, v in fields.items()))
+
+
+def _validate_sts_update_strategy(strategy):
+    kind, rolling = strategy.get("type"), strategy.get("rollingUpdate")
+    if kind == "OnDelete" and rolling is not None:
+        # (maxUnavailable needs the alpha MaxUnavailableStatefulSet feature; without it the field is dropped)
+        return [invalid("spec.updateStrategy.rollingUpdate",
+                        _go_struct(Partition=int(rolling.get("partition") or 0), MaxUnavailable=None),
+                        "only allowed for updateStrategy 'RollingUpdate'")]
+    if kind not in ("RollingUpdate", "OnDelete", None):
+        ru = None if rolling is None else {"Partition": int(rolling.get("partition") or 0), "MaxUnavailable": None}
+        return [invalid("spec.updateStrategy", _go_struct(Type=kind, RollingUpdate=ru),
+                        "must be 'RollingUpdate' or 'OnDelete'")]
+    return []
 
 
 def validate(kind, obj, old=None, store=None):
@@ -451,6 +486,17 @@ def validate(kind, obj, old=None, store=None):
     return causes
 
 
+def validate_status_update(kind, new, old):
+    """Causes for a 422 Invalid of a write to the ``status`` subresource."""
+    causes = []
+    if kind == "Service":
+        ingress = ((new.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+        if ingress and (old.get("spec") or {}).get("type") != "LoadBalancer":
+            causes.append(forbidden("status.loadBalancer.ingress",
+                                    "may only be used when `spec.type` is 'LoadBalancer'"))
+    return causes
+
+
 def validate_update(kind, new, old):
     causes = []
     if kind == "Service":
@@ -462,7 +508,7 @@ def validate_update(kind, new, old):
             causes.append(Cause("spec", "FieldValueForbidden", STS_FORBIDDEN))
     if kind in ("Deployment", "ReplicaSet", "StatefulSet"):
         if (new.get("spec") or {}).get("selector") != (old.get("spec") or {}).get("selector") and kind != "StatefulSet":
-            causes.append(invalid("spec.selector", "v1.LabelSelector", "field is immutable"))
+            causes.append(invalid("spec.selector", (new.get("spec") or {}).get("selector"), "field is immutable"))
     if kind == "PersistentVolumeClaim":
         ns, os_ = copy.deepcopy(new.get("spec") or {}), copy.deepcopy(old.get("spec") or {})
         new_size = parse_quantity(((ns.get("resources") or {}).get("requests") or {}).get("storage"))

@@ -1,5 +1,14 @@
 """Controllers of the Kubernetes API simulator, driven through the object store
-(no HTTP): what a real control plane does in the background."""
+(no HTTP): what a real control plane does in the background.
+
+Simulator-only: these tests have no API server to point at a real cluster;
+they watch the store's change stream (the order pods are created and deleted
+in), change the simulator's settings while it runs (image pull failures,
+crashes, GPUs, ready delay) and write objects past admission. What clients
+see of the same behaviour runs on both clusters in test_kubectl.py (rollout
+status, image pull failure, unschedulable GPU request), test_api_core.py
+(the scheduler's messages, namespace deletion, garbage collection) and
+tests/controlplane_tests."""
 
 import re
 import time
@@ -465,7 +474,8 @@ def test_unschedulable_gpu_then_schedulable_when_node_gets_gpus(cluster):
     p = wait_for(lambda: cond(get(store, "pods", "gpu-0"), "PodScheduled") and get(store, "pods", "gpu-0"))
     sched = cond(p, "PodScheduled")
     assert sched["status"] == "False" and sched["reason"] == "Unschedulable"
-    assert sched["message"] == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    assert sched["message"] == ("0/1 nodes are available: 1 Insufficient nvidia.com/gpu. no new claims to deallocate, "
+                                "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")
     assert p["status"]["phase"] == "Pending" and "nodeName" not in p["spec"]
     ev = wait_for(lambda: events_for(store, "gpu-0", "FailedScheduling"))[0]
     assert ev["type"] == "Warning" and ev["message"] == sched["message"]
@@ -483,7 +493,8 @@ def test_unschedulable_reasons_are_sorted_and_joined(cluster):
     store.create("pods", pod("big-0", requests={"cpu": "32", "memory": "128Gi"}))
     p = wait_for(lambda: cond(get(store, "pods", "big-0"), "PodScheduled") and get(store, "pods", "big-0"))
     assert cond(p, "PodScheduled")["message"] == \
-        "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory."
+        "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory. no new claims to deallocate, " \
+        "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
 
 
 def test_pending_pod_scheduled_when_capacity_frees(cluster):
@@ -492,7 +503,10 @@ def test_pending_pod_scheduled_when_capacity_frees(cluster):
     wait_for(lambda: pod_is_ready(get(store, "pods", "a-0")))
     store.create("pods", pod("b-0", requests={"cpu": "10"}))
     p = wait_for(lambda: cond(get(store, "pods", "b-0"), "PodScheduled") and get(store, "pods", "b-0"))
-    assert cond(p, "PodScheduled")["message"] == "0/1 nodes are available: 1 Insufficient cpu."
+    # the node could hold it were it empty: preemption finds no victims (every pod has the same priority)
+    assert cond(p, "PodScheduled")["message"] == (
+        "0/1 nodes are available: 1 Insufficient cpu. no new claims to deallocate, "
+        "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.")
     store.delete("pods", NS, "a-0")
     wait_for(lambda: pod_is_ready(get(store, "pods", "b-0")), timeout=5)
 
@@ -501,7 +515,9 @@ def test_missing_claim_keeps_pod_pending(cluster):
     store, _u, _u = cluster
     store.create("pods", pod("c-0", volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "nope"}}]))
     p = wait_for(lambda: cond(get(store, "pods", "c-0"), "PodScheduled") and get(store, "pods", "c-0"))
-    assert cond(p, "PodScheduled")["message"] == '0/1 nodes are available: persistentvolumeclaim "nope" not found.'
+    # a PreFilter failure: the DynamicResources PostFilter finds no cycle state and says "not found", as v1.34 does
+    assert cond(p, "PodScheduled")["message"] == \
+        '0/1 nodes are available: persistentvolumeclaim "nope" not found. not found'
 
 
 # -- kubelet faults --------------------------------------------------------------------------------

@@ -116,7 +116,8 @@ def test_unschedulable_gpu_as_clients_see_it(kubesim_factory):  # noqa: F811
 
     cond = wait_for(scheduled_cond)
     assert (cond.status, cond.reason) == ("False", "Unschedulable")
-    assert cond.message == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    assert cond.message == ("0/1 nodes are available: 1 Insufficient nvidia.com/gpu. no new claims to deallocate, "
+                            "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")
     pod = core.read_namespaced_pod("es-0", NS)
     assert pod.status.phase == "Pending" and pod.spec.node_name is None
     ev = wait_for(lambda: [e for e in pod_events(core, "es-0") if e.reason == "FailedScheduling"])[0]

@@ -1,5 +1,6 @@
 """kubernetes.core modules, run by ansible-playbook with ``KUBECONFIG`` set,
-against the simulator: k8s (apply, present, absent), k8s_info, k8s_scale,
+against both clusters (the simulator and the real control plane, fixture
+``k8s``): k8s (apply, present, absent), k8s_info, k8s_scale,
 k8s_json_patch."""
 
 import json
@@ -10,12 +11,12 @@ import textwrap
 
 import pytest
 
-pytest_plugins = ["tests.kubesim.pytest_plugin"]
+pytest_plugins = ["tests.kubesim.pytest_plugin", "tests.kubesim_tests.clusters"]
 
 BIN = os.path.dirname(sys.executable)
 
 
-def run_playbook(sim, tmp_path, tasks, check=True):
+def run_playbook(cluster, tmp_path, tasks, check=True):
     play = textwrap.dedent("""\
         - hosts: localhost
           connection: local
@@ -24,7 +25,7 @@ def run_playbook(sim, tmp_path, tasks, check=True):
         """) + textwrap.indent(textwrap.dedent(tasks), "    ")
     (tmp_path / "play.yml").write_text(play)
     (tmp_path / "ansible.cfg").write_text("[defaults]\nstdout_callback = json\nretry_files_enabled = false\n")
-    env = sim.env()
+    env = cluster.env()
     env.update(ANSIBLE_CONFIG=str(tmp_path / "ansible.cfg"), ANSIBLE_PYTHON_INTERPRETER=sys.executable,
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
                ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
@@ -46,7 +47,7 @@ def run_playbook(sim, tmp_path, tasks, check=True):
 STS = """
 apiVersion: apps/v1
 kind: StatefulSet
-metadata: {name: elasticsearch, namespace: es1, labels: {app: elasticsearch}}
+metadata: {name: elasticsearch, namespace: NS, labels: {app: elasticsearch}}
 spec:
   serviceName: elasticsearch
   replicas: 1
@@ -68,21 +69,23 @@ spec:
 
 
 @pytest.fixture
-def sim(kubesim_factory):
-    return kubesim_factory(ready_delay=0.2)
+def ns(k8s, tmp_path):
+    """A namespace name of this test's own (not created), and the StatefulSet in it as sts.yml."""
+    name = k8s.unique("es")
+    (tmp_path / "sts.yml").write_text(STS.replace("NS", name))
+    return name
 
 
-def test_k8s_apply_present_info_scale_json_patch_absent(sim, tmp_path):
-    (tmp_path / "sts.yml").write_text(STS)
+def test_k8s_apply_present_info_scale_json_patch_absent(k8s, ns, tmp_path):
     tasks = """\
         - name: namespace
           kubernetes.core.k8s:
             state: present
-            definition: {apiVersion: v1, kind: Namespace, metadata: {name: es1, labels: {es-cluster: "true"}}}
+            definition: {apiVersion: v1, kind: Namespace, metadata: {name: NS, labels: {es-cluster: "true"}}}
         - name: namespace again
           kubernetes.core.k8s:
             state: present
-            definition: {apiVersion: v1, kind: Namespace, metadata: {name: es1, labels: {es-cluster: "true"}}}
+            definition: {apiVersion: v1, kind: Namespace, metadata: {name: NS, labels: {es-cluster: "true"}}}
         - name: apply sts
           kubernetes.core.k8s:
             apply: true
@@ -96,17 +99,17 @@ def test_k8s_apply_present_info_scale_json_patch_absent(sim, tmp_path):
         - name: info
           kubernetes.core.k8s_info:
             kind: StatefulSet
-            namespace: es1
+            namespace: NS
             label_selectors: [app=elasticsearch]
         - name: pvcs
           kubernetes.core.k8s_info:
             kind: PersistentVolumeClaim
-            namespace: es1
+            namespace: NS
         - name: scale
           kubernetes.core.k8s_scale:
             kind: StatefulSet
             name: elasticsearch
-            namespace: es1
+            namespace: NS
             replicas: 2
             wait: true
             wait_timeout: 60
@@ -114,24 +117,32 @@ def test_k8s_apply_present_info_scale_json_patch_absent(sim, tmp_path):
           kubernetes.core.k8s_json_patch:
             kind: StatefulSet
             name: elasticsearch
-            namespace: es1
+            namespace: NS
             patch:
               - {op: add, path: /metadata/annotations, value: {es.yunpeng.cn/max-indices: "100"}}
               - {op: replace, path: /spec/template/spec/containers/0/resources/limits/cpu, value: "3"}
         - name: missing
           kubernetes.core.k8s_info:
             kind: StatefulSet
-            namespace: es1
+            namespace: NS
             name: nope
         - name: absent
           kubernetes.core.k8s:
             state: absent
             kind: Namespace
-            name: es1
+            name: NS
             wait: true
             wait_timeout: 60
+        - name: namespace gone
+          kubernetes.core.k8s_info:
+            kind: Namespace
+            name: NS
+        - name: statefulsets gone
+          kubernetes.core.k8s_info:
+            kind: StatefulSet
+            namespace: NS
         """
-    r = run_playbook(sim, tmp_path, tasks)
+    r = run_playbook(k8s, tmp_path, tasks.replace("NS", ns))
     assert r["namespace"]["changed"] is True and r["namespace again"]["changed"] is False
     assert r["apply sts"]["changed"] is True
     assert r["apply sts"]["result"]["status"]["readyReplicas"] == 1
@@ -146,16 +157,14 @@ def test_k8s_apply_present_info_scale_json_patch_absent(sim, tmp_path):
     assert patched["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "3"
     assert r["missing"]["resources"] == []
     assert r["absent"]["changed"] is True
-    assert sim.get("namespaces", None, "es1") is None
-    assert sim.objects("apps/statefulsets", "es1") == []
+    assert r["namespace gone"]["resources"] == [] and r["statefulsets gone"]["resources"] == []
 
 
-def test_k8s_module_reports_refusals(sim, tmp_path):
-    (tmp_path / "sts.yml").write_text(STS)
+def test_k8s_module_reports_refusals(k8s, ns, tmp_path):
     tasks = """\
         - name: namespace
           kubernetes.core.k8s:
-            definition: {apiVersion: v1, kind: Namespace, metadata: {name: es1}}
+            definition: {apiVersion: v1, kind: Namespace, metadata: {name: NS}}
         - name: sts
           kubernetes.core.k8s:
             src: "{{ playbook_dir }}/sts.yml"
@@ -164,15 +173,15 @@ def test_k8s_module_reports_refusals(sim, tmp_path):
             definition:
               apiVersion: apps/v1
               kind: StatefulSet
-              metadata: {name: elasticsearch, namespace: es1}
+              metadata: {name: elasticsearch, namespace: NS}
               spec: {serviceName: other}
           ignore_errors: true
         - name: bad name
           kubernetes.core.k8s:
-            definition: {apiVersion: v1, kind: ConfigMap, metadata: {name: Bad_Name, namespace: es1}}
+            definition: {apiVersion: v1, kind: ConfigMap, metadata: {name: Bad_Name, namespace: NS}}
           ignore_errors: true
         """
-    r = run_playbook(sim, tmp_path, tasks, check=False)
+    r = run_playbook(k8s, tmp_path, tasks.replace("NS", ns), check=False)
     assert r["sts"]["changed"] is True
     forbidden = r["forbidden change"]
     assert forbidden["failed"] is True and forbidden["reason"] == "Unprocessable Entity"
@@ -185,12 +194,11 @@ def test_k8s_module_reports_refusals(sim, tmp_path):
     assert "a lowercase RFC 1123 subdomain" in bad["msg"]
 
 
-def test_k8s_server_side_apply(sim, tmp_path):
-    (tmp_path / "sts.yml").write_text(STS)
+def test_k8s_server_side_apply(k8s, ns, tmp_path):
     tasks = """\
         - name: namespace
           kubernetes.core.k8s:
-            definition: {apiVersion: v1, kind: Namespace, metadata: {name: es1}}
+            definition: {apiVersion: v1, kind: Namespace, metadata: {name: NS}}
         - name: ssa
           kubernetes.core.k8s:
             src: "{{ playbook_dir }}/sts.yml"
@@ -204,9 +212,14 @@ def test_k8s_server_side_apply(sim, tmp_path):
             apply: true
             server_side_apply:
               field_manager: ansible
+        - name: read back
+          kubernetes.core.k8s_info:
+            kind: StatefulSet
+            namespace: NS
+            name: elasticsearch
         """
-    r = run_playbook(sim, tmp_path, tasks)
+    r = run_playbook(k8s, tmp_path, tasks.replace("NS", ns))
     assert r["ssa"]["changed"] is True
     assert r["ssa again"]["changed"] is False
-    sts = sim.get("apps/statefulsets", "es1", "elasticsearch")
+    sts = r["read back"]["resources"][0]
     assert [m["manager"] for m in sts["metadata"]["managedFields"] if m["operation"] == "Apply"] == ["ansible"]
