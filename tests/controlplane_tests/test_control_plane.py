@@ -8,7 +8,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -17,22 +16,13 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from tests.waiting import wait_for
 from tests.controlplane import build
 from tests.controlplane.cluster import ControlPlane
 from tests.controlplane.pytest_plugin import NamespaceHygiene
 from tests.controlplane.stages import READY_DELAY_ANNOTATION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import yaml
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import rollout
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import client_from_params
+from tests.waiting import wait_for
 from tests.controlplane.pytest_plugin import NamespaceHygiene
 from tests.controlplane.stages import READY_DELAY_ANNOTATION
 from tests.kubesim.fixture import KubeSim
@@ -131,16 +132,6 @@ def pvc_size(core, ns, name):
 def bound_claims(core, ns):
     return sorted(c.metadata.name for c in core.list_namespaced_persistent_volume_claim(ns).items
                   if c.status.phase == "Bound")
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def ca_file(kubeconfig, tmp_path):

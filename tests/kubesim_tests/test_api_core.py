@@ -17,6 +17,7 @@ import urllib.request
 
 import pytest
 
+from tests.waiting import wait_for
 from tests.kubesim.fixture import KubeSim
 
 from tests.controlplane import build
@@ -72,11 +73,14 @@ def sim(kubesim_factory):
 
 @pytest.fixture
 def ns(k8s):
-    """A namespace of this test's own, with its default ServiceAccount (which pods need)."""
+    """A namespace of this test's own, settled: its default ServiceAccount (which
+    pods need) and the ``kube-root-ca.crt`` ConfigMap (which would otherwise
+    show up in the middle of a test's lists and watches) exist."""
     name = k8s.unique("es")
     status, body, _u = k8s.call("POST", "/api/v1/namespaces", ns_obj(name))
     assert status == 201, body
-    wait_for(lambda: k8s.call("GET", "/api/v1/namespaces/%s/serviceaccounts/default" % name)[0] == 200)
+    for path in ("serviceaccounts/default", "configmaps/kube-root-ca.crt"):
+        wait_for(lambda path=path: k8s.call("GET", "/api/v1/namespaces/%s/%s" % (name, path))[0] == 200)
     return name
 
 
@@ -85,16 +89,6 @@ def get(k8s, path):
     status, body, _u = k8s.call("GET", path)
     assert status in (200, 404), body
     return body if status == 200 else None
-
-
-def wait_for(fn, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met within %ss" % timeout)
 
 
 # -- transport, auth, discovery ------------------------------------------------------

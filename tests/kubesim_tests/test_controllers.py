@@ -19,7 +19,7 @@ from tests.kubesim.config import SimConfig
 from tests.kubesim.controllers import NODE_NAME, Controllers
 from tests.kubesim.store import NotFound, Store, now_iso
 from tests.kubesim.validation import apply_defaults
-from tests.kubesim_tests.util import wait_for
+from tests.waiting import wait_for
 
 NS = "tenant-a"
 ES_IMAGE = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3"

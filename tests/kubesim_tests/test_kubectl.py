@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.waiting import wait_for
+
 pytest_plugins = ["tests.kubesim.pytest_plugin", "tests.kubesim_tests.clusters"]
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
@@ -239,16 +241,6 @@ def test_delete_namespace_with_kubectl(kubectl, ns):
     assert kubectl.json("-n", ns, "get", "pods")["items"] == []
 
 
-def _wait(fn, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met within %ss" % timeout)
-
-
 def test_pod_faults_as_kubectl_sees_them(kubectl, ns):
     image = "registry.invalid/kibana/kibana:8.15.0"  # both clusters fail to pull images from registry.invalid
     deploy(kubectl, ns)
@@ -262,14 +254,14 @@ def test_pod_faults_as_kubectl_sees_them(kubectl, ns):
                     return p
         return None
 
-    pod = _wait(pulling_fails)
+    pod = wait_for(pulling_fails)
 
     def warnings():
         events = kubectl.json("-n", ns, "get", "events", "--field-selector",
                               "involvedObject.name=%s,type=Warning" % pod["metadata"]["name"])["items"]
         return [e for e in events if '"%s"' % image in e["message"]]
 
-    _wait(warnings)
+    wait_for(warnings)
     p = kubectl("-n", ns, "rollout", "status", "deploy/kibana", "--timeout=3s", check=False)
     assert p.returncode == 1
 
@@ -285,7 +277,7 @@ def test_pod_faults_as_kubectl_sees_them(kubectl, ns):
             return conds[0]
         return None
 
-    cond = _wait(unschedulable)
+    cond = wait_for(unschedulable)
     assert cond["reason"] == "Unschedulable"
     assert cond["message"] == (
         "0/{n} nodes are available: {n} Insufficient nvidia.com/gpu. no new claims to deallocate, "
