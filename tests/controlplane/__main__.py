@@ -78,9 +78,23 @@ def serve(args):
     return 0
 
 
+def _running(kubeconfig):
+    """The pid of the control plane serving ``kubeconfig``, or None (a pid
+    file left by one that was killed does not count)."""
+    try:
+        with open(_pid_file(kubeconfig)) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if state in ("Z", "X") else pid
+
+
 def up(args):
-    if os.path.exists(_pid_file(args.kubeconfig)):
+    if _running(args.kubeconfig):
         sys.exit("a control plane already runs for %s; run down first" % args.kubeconfig)
+    shutil.rmtree(_state_dir(args.kubeconfig), ignore_errors=True)  # what a killed one left
     build.build(log=lambda msg: print(msg, file=sys.stderr))
     os.makedirs(_state_dir(args.kubeconfig), exist_ok=True)
     if os.path.exists(args.kubeconfig):
@@ -106,21 +120,17 @@ def up(args):
 
 
 def down(args):
-    pid_file = _pid_file(args.kubeconfig)
-    if not os.path.exists(pid_file):
+    pid = _running(args.kubeconfig)
+    if pid is None and not os.path.isdir(_state_dir(args.kubeconfig)):
         print("no control plane runs for %s" % args.kubeconfig)
         return 0
-    with open(pid_file) as f:
-        pid = int(f.read().strip())
-    try:
+    if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)
+        while _running(args.kubeconfig) and time.monotonic() < deadline:
             time.sleep(0.2)
-        os.kill(pid, signal.SIGKILL)  # its children die with it (parent-death signal)
-    except ProcessLookupError:
-        pass
+        if _running(args.kubeconfig):
+            os.kill(pid, signal.SIGKILL)  # its children die with it (parent-death signal)
     shutil.rmtree(_state_dir(args.kubeconfig), ignore_errors=True)
     if os.path.exists(args.kubeconfig):
         os.remove(args.kubeconfig)

@@ -42,11 +42,13 @@ class NamespaceHygiene:
     """Around a test: wait for earlier deletions to finish (unless ``wait`` is
     false: a real namespace controller takes 5 to 10 s to remove one, so tests
     that never reuse a name need not wait), then delete, without waiting,
-    every namespace the test created."""
+    every namespace the test created (with ``prefix``: only those whose
+    name starts with it)."""
 
-    def __init__(self, kubeconfig, wait=True):
+    def __init__(self, kubeconfig, wait=True, prefix=""):
         self.core = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
         self.wait = wait
+        self.prefix = prefix  # on a shared cluster: delete only namespaces named so
 
     def __enter__(self):
         if self.wait:
@@ -56,6 +58,8 @@ class NamespaceHygiene:
 
     def __exit__(self, *exc):
         for name in sorted(set(_namespaces(self.core)) - self.before - SYSTEM_NAMESPACES):
+            if not name.startswith(self.prefix):
+                continue
             try:
                 self.core.delete_namespace(name)
             except client.ApiException as e:

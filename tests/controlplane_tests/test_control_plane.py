@@ -255,15 +255,24 @@ def test_everything_stops_when_the_serving_process_dies(tmp_path):
     wait_for(lambda: not any(_alive(p) for p in children), timeout=10, what="the components to die")
 
 
-def test_up_and_down(tmp_path):
-    kubeconfig = str(tmp_path / "admin.kubeconfig")
-    script = os.path.join(ROOT, "scripts", "control-plane")
+def _up(script, kubeconfig):
     up = subprocess.run([script, "up", "--kubeconfig", kubeconfig, "--nodes", "1", "--node-gpus", "0"],
                         capture_output=True, text=True, check=False, timeout=120)
     assert up.returncode == 0, up.stdout + up.stderr
     print(up.stdout.strip())
     with open(kubeconfig + ".controlplane/serve.pid") as f:
-        serve = int(f.read())
+        return int(f.read())
+
+
+def test_up_and_down(tmp_path):
+    kubeconfig = str(tmp_path / "admin.kubeconfig")
+    script = os.path.join(ROOT, "scripts", "control-plane")
+    killed = _up(script, kubeconfig)
+    again = subprocess.run([script, "up", "--kubeconfig", kubeconfig], capture_output=True, text=True, check=False)
+    assert again.returncode != 0 and "already runs" in again.stderr
+    os.kill(killed, signal.SIGKILL)  # what it leaves behind does not stop the next up
+    wait_for(lambda: not _alive(killed), timeout=10, what="the killed control plane to go")
+    serve = _up(script, kubeconfig)
     core = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
     assert [n.metadata.name for n in core.list_node().items] == ["kwok-node-0"]
     alice = str(tmp_path / "alice.kubeconfig")

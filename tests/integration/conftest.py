@@ -53,8 +53,8 @@ def _simulator():
 def cluster(request):
     real = os.environ.get("ES_TEST_KUBECONFIG")
     backend = os.environ.get("ES_TEST_CLUSTER", "controlplane")
-    if real:
-        with NamespaceHygiene(real):
+    if real:  # someone else's cluster: remove only the tenant namespaces the tests made
+        with NamespaceHygiene(real, prefix="es-"):
             yield Cluster(real)
     elif backend == "kubesim":
         with _simulator() as sim:
