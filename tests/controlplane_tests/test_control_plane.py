@@ -2,6 +2,7 @@
 built-in controllers, KWOK nodes, storage, and the failure modes the
 collection's rollout wait must recognise."""
 
+import base64
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.waiting import wait_for
 from tests.controlplane import build
-from tests.controlplane.cluster import ControlPlane
+from tests.controlplane.pki import Authority
 from tests.controlplane.pytest_plugin import NamespaceHygiene
 from tests.controlplane.stages import READY_DELAY_ANNOTATION
 
@@ -74,12 +75,9 @@ def test_version_nodes_and_default_storage_class(api):
 def test_clients_verify_the_server_certificate(controlplane, tmp_path):
     with open(controlplane.kubeconfig) as f:
         kubeconfig = yaml.safe_load(f)
-    other = ControlPlane.__new__(ControlPlane)  # a kubeconfig that trusts another CA
-    from tests.controlplane.pki import Authority
-
-    other._ca = Authority("someone-else")
+    # A kubeconfig that trusts another CA.
     kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"] = \
-        __import__("base64").b64encode(other._ca.pem).decode()
+        base64.b64encode(Authority("someone-else").pem).decode()
     path = tmp_path / "wrong-ca.kubeconfig"
     path.write_text(yaml.safe_dump(kubeconfig))
     wrong = client.CoreV1Api(config.new_client_from_config(config_file=str(path)))
