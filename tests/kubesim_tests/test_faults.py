@@ -8,17 +8,14 @@ import shutil
 import subprocess
 
 import kubernetes
-from tests.kubesim_tests import util
+
+from tests.waiting import wait_for
 
 
 pytest_plugins = ["tests.kubesim.pytest_plugin"]
 
 NS = "tenant-faults"
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
-
-
-def wait_for(fn, timeout=15.0, interval=0.05):
-    return util.wait_for(fn, timeout, interval)
 
 
 def clients(sim):
