@@ -17,6 +17,7 @@ import subprocess as _subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import yaml
@@ -33,6 +34,22 @@ def _fault(f):
 def _fault_text(f):
     f = _fault(f)
     return "%s:%s:%s%s" % (f.method, f.resource, f.status, "" if f.count is None else ":%d" % f.count)
+
+
+def send(req, context, timeout=60):
+    """Send one API request: ``(status, decoded JSON body or text, headers)``,
+    error answers included."""
+    try:
+        resp = urllib.request.urlopen(req, context=context, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        resp = e
+    with resp:
+        raw = resp.read()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = raw.decode("utf-8", "replace")
+        return resp.status, payload, resp.headers
 
 
 class KubeSim:
@@ -207,8 +224,6 @@ class KubeSim:
 
     def call(self, method, path, body=None, content_type="application/json", headers=None, token=None):
         """One raw API request: ``(status, decoded JSON body or text, response headers)``."""
-        import urllib.error
-
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
@@ -218,14 +233,4 @@ class KubeSim:
             hdrs["Content-Type"] = content_type
         hdrs.update(headers or {})
         req = urllib.request.Request(self._url + path, method=method, data=data, headers=hdrs)
-        try:
-            resp = urllib.request.urlopen(req, context=self._ssl, timeout=60)
-        except urllib.error.HTTPError as e:
-            resp = e
-        with resp:
-            raw = resp.read()
-            try:
-                payload = json.loads(raw)
-            except ValueError:
-                payload = raw.decode("utf-8", "replace")
-            return resp.status, payload, resp.headers
+        return send(req, self._ssl)

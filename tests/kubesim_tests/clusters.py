@@ -26,13 +26,14 @@ import os
 import secrets
 import ssl
 import tempfile
-import urllib.error
 import urllib.request
 from contextlib import contextmanager
 
 import pytest
 import yaml
 from kubernetes import config
+
+from tests.kubesim.fixture import send
 
 CLUSTERS = ["kubesim", "controlplane"]
 SIM_SETTINGS = {"ready_delay": 0.3, "image_pull_fail": ["registry.invalid"], "crash": ["crash-loop"],
@@ -102,17 +103,7 @@ class Cluster:
         with only that bearer token): ``(status, decoded JSON body or text,
         response headers)``."""
         req, ctx = self._request(method, path, body, content_type, headers, token)
-        try:
-            resp = urllib.request.urlopen(req, context=ctx, timeout=60)
-        except urllib.error.HTTPError as e:
-            resp = e
-        with resp:
-            raw = resp.read()
-            try:
-                payload = json.loads(raw)
-            except ValueError:
-                payload = raw.decode("utf-8", "replace")
-            return resp.status, payload, resp.headers
+        return send(req, ctx)
 
     @contextmanager
     def stream(self, path, timeout=30):
