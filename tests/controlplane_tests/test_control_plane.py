@@ -287,3 +287,19 @@ def test_up_and_down(tmp_path):
     assert down.returncode == 0, down.stderr
     assert not _alive(serve)
     assert not os.path.exists(kubeconfig) and not os.path.exists(kubeconfig + ".controlplane")
+
+
+def test_job_completes_and_garbage_collection_follows_owners(api, ns):
+    batch, apps = client.BatchV1Api(api), client.AppsV1Api(api)
+    batch.create_namespaced_job(ns, {"metadata": {"name": "once"}, "spec": {"backoffLimit": 0, "template": {
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}})
+    wait_for(lambda: batch.read_namespaced_job("once", ns).status.succeeded == 1, what="the Job to succeed")
+    apps.create_namespaced_deployment(ns, {"metadata": {"name": "web"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})
+    wait_for(lambda: apps.read_namespaced_deployment("web", ns).status.available_replicas == 2, what="available")
+    assert len(apps.list_namespaced_replica_set(ns).items) == 1
+    apps.delete_namespaced_deployment("web", ns, propagation_policy="Background")
+    wait_for(lambda: not apps.list_namespaced_replica_set(ns).items, what="the ReplicaSet to be collected")
+    wait_for(lambda: not client.CoreV1Api(api).list_namespaced_pod(ns, label_selector="app=web").items,
+             what="its pods to be collected")
