@@ -2,7 +2,7 @@
 
 ``controlplane`` starts one real control plane for the whole session (a few
 seconds with built binaries; ``scripts/control-plane build`` builds them) and
-stops it at the end, or when the test process dies. ``namespace_hygiene``
+stops it at the end, or when the test process dies. ``NamespaceHygiene``
 removes the namespaces a test created, so that tests sharing the session's
 cluster do not see each other's tenants.
 """
@@ -27,15 +27,18 @@ def _namespaces(core):
     return {ns.metadata.name: ns.status.phase for ns in core.list_namespace().items}
 
 
-def wait_terminated(core, timeout=120):
-    """Wait until no namespace is being deleted."""
+def _terminating(core, prefix):
+    return sorted(n for n, phase in _namespaces(core).items() if phase == "Terminating" and n.startswith(prefix))
+
+
+def wait_terminated(core, prefix="", timeout=120):
+    """Wait until no namespace (whose name starts with ``prefix``) is being deleted."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if "Terminating" not in _namespaces(core).values():
+        if not _terminating(core, prefix):
             return
         time.sleep(0.2)
-    raise AssertionError("namespaces still terminating after %d s: %s" % (
-        timeout, sorted(n for n, p in _namespaces(core).items() if p == "Terminating")))
+    raise AssertionError("namespaces still terminating after %d s: %s" % (timeout, _terminating(core, prefix)))
 
 
 class NamespaceHygiene:
@@ -52,7 +55,7 @@ class NamespaceHygiene:
 
     def __enter__(self):
         if self.wait:
-            wait_terminated(self.core)
+            wait_terminated(self.core, self.prefix)
         self.before = set(_namespaces(self.core))
         return self
 
