@@ -89,10 +89,11 @@ hostIP: {{ NodeIPWith .spec.nodeName | Quote }}
 startTime: {{ $now | Quote }}
 """
 
-_PULL_FAILED = _NOT_READY + """
+# Containers of a pod that is still Pending, each waiting (the reason follows).
+_WAITING = """
 phase: Pending
 containerStatuses:
-{{ range .spec.containers }}
+{{ range %(containers)s }}
 - image: {{ .image | Quote }}
   name: {{ .name | Quote }}
   ready: false
@@ -100,6 +101,9 @@ containerStatuses:
   started: false
   state:
     waiting:
+"""
+
+_PULL_FAILED = _NOT_READY + _WAITING + """
 {{ if regexMatch %(regex)s .image }}
       reason: ErrImagePull
       message: {{ printf "failed to pull and unpack image %%q: failed to resolve reference %%q: not found"
@@ -110,17 +114,7 @@ containerStatuses:
 {{ end }}
 """
 
-_PULL_BACKOFF = _NOT_READY + """
-phase: Pending
-containerStatuses:
-{{ range .status.containerStatuses }}
-- image: {{ .image | Quote }}
-  name: {{ .name | Quote }}
-  ready: false
-  restartCount: 0
-  started: false
-  state:
-    waiting:
+_PULL_BACKOFF = _NOT_READY + _WAITING + """
 {{ if eq .state.waiting.reason "ErrImagePull" }}
       reason: ImagePullBackOff
       message: {{ printf "Back-off pulling image %%q" .image | Quote }}
@@ -189,8 +183,10 @@ containerStatuses:
 """
 
 
-def _template(text, regex):
-    return text % {"regex": _jq_string(regex)}
+def _template(text, regex="", containers=".spec.containers"):
+    """A status template with its placeholders filled; every template goes
+    through here, so ``%%`` always reaches Go's printf as ``%``."""
+    return text % {"regex": _jq_string(regex), "containers": containers}
 
 
 def render(stages_dir, ready_delay=0.3, image_pull_fail=(), crash=()):
@@ -220,7 +216,8 @@ def render(stages_dir, ready_delay=0.3, image_pull_fail=(), crash=()):
                            _template(_PULL_FAILED, pull)))
         docs.append(_stage("es-test-image-pull-backoff",
                            [pending, _expr(waiting % '"ErrImagePull"', "Exists")],
-                           _PULL_BACKOFF, delay_ms=PULL_BACKOFF_MS))
+                           _template(_PULL_BACKOFF, containers=".status.containerStatuses"),
+                           delay_ms=PULL_BACKOFF_MS))
     if crashing:
         not_pulling = [_expr(_images_matching(pull), "DoesNotExist")] if pull else []
         docs.append(_stage("es-test-crash-start",
@@ -229,7 +226,7 @@ def render(stages_dir, ready_delay=0.3, image_pull_fail=(), crash=()):
         docs.append(_stage("es-test-crash-again",
                            [_expr(".status.phase", "In", ["Running"]),
                             _expr(waiting % '"CrashLoopBackOff"', "Exists")],
-                           _CRASH_AGAIN, delay_ms=CRASH_PERIOD_MS))
+                           _template(_CRASH_AGAIN), delay_ms=CRASH_PERIOD_MS))
     return copy.deepcopy(docs)
 
 

@@ -178,7 +178,9 @@ def test_image_pull_failure_names_the_image(api, ns):
         statuses = core.read_namespaced_pod("pull", ns).status.container_statuses or []
         return [s for s in statuses if s.state.waiting and s.state.waiting.reason == "ImagePullBackOff"]
 
-    assert wait_for(backoff, what="ImagePullBackOff")[0].image == image
+    status = wait_for(backoff, what="ImagePullBackOff")[0]
+    assert status.image == image
+    assert status.state.waiting.message == 'Back-off pulling image "%s"' % image
     warnings = [e.message for e in _events(core, ns, "pull") if e.type == "Warning"]
     assert any(m.startswith('Failed to pull image "%s"' % image) for m in warnings), warnings
 
@@ -193,8 +195,11 @@ def test_crash_loop_restart_count_rises(api, ns):
 
     first = wait_for(restarts, what="CrashLoopBackOff")[0]
     wait_for(lambda: (restarts() or [0])[0] > first, what="another restart")
-    status = core.read_namespaced_pod("crash", ns).status.container_statuses[0]
+    pod = core.read_namespaced_pod("crash", ns)
+    status = pod.status.container_statuses[0]
     assert status.last_state.terminated.exit_code == 1 and not status.ready
+    assert status.state.waiting.message == "back-off 10s restarting failed container=main pod=crash_%s(%s)" % (
+        ns, pod.metadata.uid)
     assert any(e.reason == "BackOff" and "Back-off restarting failed container main" in e.message
                for e in _events(core, ns, "crash"))
 
