@@ -111,8 +111,8 @@ class ControlPlane:
         except BaseException:
             self.stop()
             raise
-        LOG.info("control plane ready in %.1f s at %s", time.monotonic() - started, self.server)
         self.startup_seconds = time.monotonic() - started
+        LOG.info("control plane ready in %.1f s at %s", self.startup_seconds, self.server)
         return self
 
     def stop(self):
@@ -289,10 +289,6 @@ class ControlPlane:
                          "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                     "kubernetes.io/arch": "amd64", "type": "kwok"}},
             "status": {"capacity": capacity, "allocatable": dict(capacity)}})
-
-    def info(self):
-        return {"server": self.server, "kubeconfig": self.kubeconfig, "workdir": self.workdir,
-                "pids": {name: p.pid for name, p in self.processes}}
 
 
 def write_kubeconfig(path, server, ca, user, groups=()):
