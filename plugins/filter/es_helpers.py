@@ -9,7 +9,8 @@ __metaclass__ = type  # noqa: UP001 -- Ansible plugin boilerplate
 from decimal import Decimal
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import parse_quantity
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.apply import object_ref
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import parse_quantity, statefulset_drift
 
 
 def _has_registry(first):
@@ -39,15 +40,6 @@ def name_refs(names):
     return [{"name": n} for n in names or []]
 
 
-def object_ref(obj):
-    """kind/apiVersion/name/namespace of a Kubernetes object (a k8s module result)."""
-    meta = (obj or {}).get("metadata") or {}
-    ref = {"kind": obj.get("kind"), "api_version": obj.get("apiVersion"), "name": meta.get("name")}
-    if meta.get("namespace"):
-        ref["namespace"] = meta["namespace"]
-    return ref
-
-
 def heap_options(mem_limit, fraction=0.5):
     """JVM heap options for a container memory limit: half of it by default,
     in MiB, as Elasticsearch recommends."""
@@ -65,4 +57,5 @@ class FilterModule:
             "name_refs": name_refs,
             "object_ref": object_ref,
             "heap_options": heap_options,
+            "statefulset_drift": statefulset_drift,
         }

@@ -16,6 +16,7 @@ __metaclass__ = type  # noqa: UP001
 
 import json
 import os
+from urllib.parse import urlencode
 
 try:
     # ApiException is re-exported for the modules
@@ -185,3 +186,35 @@ def call_json(func, *args, **kwargs):
         return json.loads(response.data)
     finally:
         response.release_conn()
+
+
+def request_json(api_client, method, path, query=None, body=None, content_type="application/json", timeout=None):
+    """Send one request to the API server and return ``(status, body as plain dicts)``.
+
+    For the calls the generated API classes do not cover alike in every client
+    version (server-side apply of any kind). Goes through the client's own
+    connection pool and authentication; a non-2xx answer raises ``ApiException``.
+    """
+    configuration = api_client.configuration
+    headers = {"Accept": "application/json", "User-Agent": api_client.user_agent}
+    if body is not None:
+        headers["Content-Type"] = content_type
+        if "json" not in content_type:
+            body = json.dumps(body)  # the client encodes only JSON content types itself
+    for setting in configuration.auth_settings().values():
+        if setting.get("in") == "header" and setting.get("value"):
+            headers[setting["key"]] = setting["value"]
+    url = configuration.host + path
+    if query:
+        url += "?" + urlencode(query)
+    # Clients before v35 raise ApiException for a non-2xx answer here; later ones return it.
+    response = api_client.rest_client.request(method, url, headers=headers, body=body, _request_timeout=timeout)
+    data = getattr(response, "data", None)
+    if data is None:
+        response.read()
+        data = response.data
+    if not 200 <= response.status <= 299:
+        exc = ApiException(status=response.status, reason=response.reason)
+        exc.body = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        raise exc
+    return response.status, json.loads(data) if data else {}

@@ -309,3 +309,48 @@ def compare_disk(existing, requested):
         raise RequestError("disk_size", "cannot shrink the volume from %s to %s; a PersistentVolumeClaim can only grow"
                            % (existing, requested))
     return wanted > current
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+MAX_INDICES_ANNOTATION = "es.yunpeng.cn/max-indices"
+
+
+def _same_quantity(have, want):
+    try:
+        return have is not None and parse_quantity(str(have)) == parse_quantity(str(want))
+    except ValueError:
+        return False
+
+
+def statefulset_drift(sts, req, container="elasticsearch", aspects=("replicas", "resources", "max_indices")):
+    """How the StatefulSet as the API server holds it differs from the request: a list of sentences.
+
+    ``aspects``: ``replicas``, ``resources`` (cpu/memory requests and limits), ``max_indices``
+    (the annotation), ``gpus`` (``nvidia.com/gpu`` request and limit; absent when 0).
+    Quantities compare by value, so ``0.5`` and ``500m`` are the same.
+    """
+    sts = sts or {}
+    spec = sts.get("spec") or {}
+    found = [c for c in ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+             if c.get("name") == container]
+    resources = (found[0].get("resources") or {}) if found else {}
+    drift = []
+    if "replicas" in aspects and spec.get("replicas") != req["replicas"]:
+        drift.append("spec.replicas is %s, requested %s" % (spec.get("replicas"), req["replicas"]))
+    if "max_indices" in aspects:
+        have = ((sts.get("metadata") or {}).get("annotations") or {}).get(MAX_INDICES_ANNOTATION)
+        if have != str(req["index_limit"]):
+            drift.append("annotation %s is %s, requested %s" % (MAX_INDICES_ANNOTATION, have, req["index_limit"]))
+    wanted = []
+    if "resources" in aspects:
+        wanted += [("requests", "cpu", req["cpu_request"]), ("requests", "memory", req["mem_request"]),
+                   ("limits", "cpu", req["cpu_limit"]), ("limits", "memory", req["mem_limit"])]
+    if "gpus" in aspects:
+        gpus = int(req["gpu_count"])
+        wanted += [("requests", GPU_RESOURCE, gpus or None), ("limits", GPU_RESOURCE, gpus or None)]
+    for kind, name, want in wanted:
+        have = (resources.get(kind) or {}).get(name)
+        if (want is None and have is not None) or (want is not None and not _same_quantity(have, want)):
+            drift.append("container %s %s %s is %s, requested %s" % (container, kind, name, have,
+                                                                      "none" if want is None else want))
+    return drift

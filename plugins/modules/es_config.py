@@ -116,44 +116,44 @@ tenant_keys:
   sample: [cluster.name, indices.query.bool.max_clause_count]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import missing_required_lib  # noqa: E402
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils import esconfig  # noqa: E402
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry, esconfig  # noqa: E402
+
+ARGUMENT_SPEC = dict(
+    argument_spec=dict(
+        required=dict(type="dict", default={}),
+        defaults=dict(type="dict", default={}),
+        protected=dict(type="list", elements="str", default=[]),
+        elasticsearch_yml=dict(type="path"),
+        jvm_options=dict(type="path"),
+        required_jvm=dict(type="list", elements="str", default=[]),
+    ),
+    supports_check_mode=True,
+)
 
 
-def _read(module, path, what):
+def _read(path, what):
     if not path:
         return None
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        module.fail_json(msg="cannot read the tenant's %s at %s: %s" % (what, path, exc.strerror or exc))
+        raise entry.ModuleFailed("cannot read the tenant's %s at %s: %s" % (what, path, exc.strerror or exc))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        module.fail_json(msg="the tenant's %s at %s is not UTF-8 text: %s" % (what, path, exc))
+        raise entry.ModuleFailed("the tenant's %s at %s is not UTF-8 text: %s" % (what, path, exc))
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            required=dict(type="dict", default={}),
-            defaults=dict(type="dict", default={}),
-            protected=dict(type="list", elements="str", default=[]),
-            elasticsearch_yml=dict(type="path"),
-            jvm_options=dict(type="path"),
-            required_jvm=dict(type="list", elements="str", default=[]),
-        ),
-        supports_check_mode=True,
-    )
+def run(params, check_mode, warn):
     if not esconfig.HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=esconfig.YAML_IMPORT_ERROR)
-    params = module.params
+        raise entry.ModuleFailed(missing_required_lib("PyYAML"), exception=esconfig.YAML_IMPORT_ERROR)
     es_path = params["elasticsearch_yml"]
     jvm_path = params["jvm_options"]
-    es_text = _read(module, es_path, "elasticsearch.yml")
-    jvm_text = _read(module, jvm_path, "jvm.options")
+    es_text = _read(es_path, "elasticsearch.yml")
+    jvm_text = _read(jvm_path, "jvm.options")
     try:
         text, overridden_keys, tenant_keys = esconfig.merge(
             params["required"], params["defaults"], es_text, source=es_path or "elasticsearch.yml",
@@ -161,8 +161,8 @@ def main():
         )
         jvm, overridden_jvm = esconfig.merge_jvm(jvm_text, params["required_jvm"], source=jvm_path or "jvm.options")
     except esconfig.ConfigError as err:
-        module.fail_json(msg=err.message)
-    module.exit_json(
+        raise entry.ModuleFailed(err.message)
+    return dict(
         changed=False,
         elasticsearch_yml=text,
         jvm_options=jvm,
@@ -171,6 +171,10 @@ def main():
         overridden_jvm=overridden_jvm,
         tenant_keys=tenant_keys,
     )
+
+
+def main():
+    entry.main(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

@@ -102,40 +102,33 @@ log_tail:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import StoreError, query
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore, StoreError
+ARGUMENT_SPEC = dict(
+    argument_spec=dict(
+        data_dir=dict(type="path", required=True),
+        user=dict(type="str"),
+        service_name=dict(type="str"),
+        deployment_id=dict(type="str"),
+        log_file=dict(type="path"),
+        log_lines=dict(type="int", default=20),
+    ),
+    supports_check_mode=True,
+)
+
+
+def run(params, check_mode, warn):
+    try:
+        answer = query(params["data_dir"], params["user"], params["service_name"], params["deployment_id"],
+                       params["log_file"], params["log_lines"])
+    except (StoreError, OSError, ValueError) as exc:
+        raise entry.ModuleFailed("cannot read %s: %s" % (params["data_dir"], exc), changed=False)
+    return dict(answer, changed=False)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            data_dir=dict(type="path", required=True),
-            user=dict(type="str"),
-            service_name=dict(type="str"),
-            deployment_id=dict(type="str"),
-            log_file=dict(type="path"),
-            log_lines=dict(type="int", default=20),
-        ),
-        supports_check_mode=True,
-    )
-    params = module.params
-    data_dir = params["data_dir"]
-    user, service_name = params["user"], params["service_name"]
-    log_file = params["log_file"] or reports.default_log_file(data_dir)
-    result = dict(changed=False, deployments=[], tenant=None, reports=[], latest_report=None, log_tail=[])
-    try:
-        store = MetadataStore(data_dir)
-        result["deployments"] = store.list_deployments(user, service_name)
-        if user is not None and service_name is not None:
-            result["tenant"] = store.get_tenant(user, service_name)
-            result["reports"] = reports.list_reports(data_dir, user, service_name, params["deployment_id"])
-            result["latest_report"] = result["reports"][-1] if result["reports"] else None
-        result["log_tail"] = reports.log_tail(log_file, user, service_name, params["log_lines"])
-    except (StoreError, OSError, ValueError) as exc:
-        module.fail_json(msg="cannot read %s: %s" % (data_dir, exc), **result)
-    module.exit_json(**result)
+    entry.main(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

@@ -175,40 +175,44 @@ error_kind:
   sample: not_found
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import env_fallback, missing_required_lib  # noqa: E402
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils import gitlab_pull  # noqa: E402
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry, gitlab_pull  # noqa: E402
+
+ARGUMENT_SPEC = dict(
+    argument_spec=dict(
+        url=dict(type="str", required=True),
+        project=dict(type="str", required=True),
+        ref=dict(type="str"),
+        files=dict(type="list", elements="str", default=["docker-compose.yml"]),
+        dir=dict(type="str"),
+        token=dict(type="str", no_log=True, fallback=(env_fallback, ["GITLAB_TOKEN"])),
+        ca_path=dict(type="path"),
+        validate_certs=dict(type="bool", default=True),
+        timeout=dict(type="float", default=30),
+        dest=dict(type="path", required=True),
+    ),
+    supports_check_mode=True,
+)
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type="str", required=True),
-            project=dict(type="str", required=True),
-            ref=dict(type="str"),
-            files=dict(type="list", elements="str", default=["docker-compose.yml"]),
-            dir=dict(type="str"),
-            token=dict(type="str", no_log=True, fallback=(env_fallback, ["GITLAB_TOKEN"])),
-            ca_path=dict(type="path"),
-            validate_certs=dict(type="bool", default=True),
-            timeout=dict(type="float", default=30),
-            dest=dict(type="path", required=True),
-        ),
-        supports_check_mode=True,
-    )
+def run(params, check_mode, warn):
     if not gitlab_pull.HAS_GITLAB:
-        module.fail_json(msg=missing_required_lib("python-gitlab"), exception=gitlab_pull.GITLAB_IMPORT_ERROR)
-    params = module.params
+        raise entry.ModuleFailed(missing_required_lib("python-gitlab"), exception=gitlab_pull.GITLAB_IMPORT_ERROR)
     token = params["token"]
     try:
         result = gitlab_pull.pull(
             params["url"], params["project"], params["dest"], ref=params["ref"], files=params["files"],
             directory=params["dir"], token=token, ca_path=params["ca_path"],
-            validate_certs=params["validate_certs"], timeout=params["timeout"], check_mode=module.check_mode,
+            validate_certs=params["validate_certs"], timeout=params["timeout"], check_mode=check_mode,
         )
     except gitlab_pull.PullError as err:
-        module.fail_json(msg=gitlab_pull.scrub(err.message, [token]), error_kind=err.kind)
-    module.exit_json(**result)
+        raise entry.ModuleFailed(gitlab_pull.scrub(err.message, [token]), error_kind=err.kind)
+    return result
+
+
+def main():
+    entry.main(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

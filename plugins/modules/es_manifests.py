@@ -95,30 +95,35 @@ objects:
       sample: extra
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import missing_required_lib  # noqa: E402
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils import manifests  # noqa: E402
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry, manifests  # noqa: E402
+
+ARGUMENT_SPEC = dict(
+    argument_spec=dict(
+        paths=dict(type="list", elements="path", required=True),
+        namespace=dict(type="str", required=True),
+        reserved=dict(type="list", elements="str", default=[]),
+    ),
+    supports_check_mode=True,
+)
+
+
+def run(params, check_mode, warn):
+    if not manifests.HAS_YAML:
+        raise entry.ModuleFailed(missing_required_lib("PyYAML"), exception=manifests.YAML_IMPORT_ERROR)
+    try:
+        loaded = manifests.load_objects(params["paths"], params["namespace"],
+                                        params["reserved"])
+    except manifests.ManifestError as err:
+        raise entry.ModuleFailed(err.message)
+    objects = [{"path": path, "api_version": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"]}
+               for path, obj in loaded]
+    return dict(changed=False, definitions=[obj for _path, obj in loaded], objects=objects)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            paths=dict(type="list", elements="path", required=True),
-            namespace=dict(type="str", required=True),
-            reserved=dict(type="list", elements="str", default=[]),
-        ),
-        supports_check_mode=True,
-    )
-    if not manifests.HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=manifests.YAML_IMPORT_ERROR)
-    try:
-        loaded = manifests.load_objects(module.params["paths"], module.params["namespace"],
-                                        module.params["reserved"])
-    except manifests.ManifestError as err:
-        module.fail_json(msg=err.message)
-    objects = [{"path": path, "api_version": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"]}
-               for path, obj in loaded]
-    module.exit_json(changed=False, definitions=[obj for _path, obj in loaded], objects=objects)
+    entry.main(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

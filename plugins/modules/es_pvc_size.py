@@ -53,6 +53,12 @@ options:
       - Seconds to wait when O(wait=true).
     type: int
     default: 300
+  claims_timeout:
+    description:
+      - Seconds to wait for claims of the StatefulSet that do not exist yet (its controller creates them
+        shortly after the StatefulSet or a scale-up). Claims still missing then are listed in RV(missing).
+    type: int
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -96,7 +102,9 @@ missing:
 
 import time  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import missing_required_lib  # noqa: E402
+
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry  # noqa: E402
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import (  # noqa: E402
     HAS_KUBERNETES,
@@ -132,14 +140,16 @@ def _template_sizes(sts):
     return sizes
 
 
-def _wait_capacity(core, namespace, names, size, timeout):
-    """Watch the namespace's PVCs until every one in ``names`` reports capacity >= size."""
+def _wait_claims(core, namespace, names, done, timeout):
+    """Watch the namespace's PVCs until ``done(pvc)`` holds for every one in ``names``.
+
+    Returns the last PVCs by name and the names still pending at ``timeout``."""
     deadline = time.monotonic() + timeout
     pending = list(names)
     while True:
         data = call_json(core.list_namespaced_persistent_volume_claim, namespace)
         by_name = dict((p["metadata"]["name"], p) for p in data.get("items") or [])
-        pending = [n for n in names if n not in by_name or not capacity_reached(by_name[n], size)]
+        pending = [n for n in names if n not in by_name or not done(by_name[n])]
         if not pending:
             return by_name, []
         remaining = deadline - time.monotonic()
@@ -161,37 +171,46 @@ def _wait_capacity(core, namespace, names, size, timeout):
             watch.stop()
 
 
-def main():
-    argument_spec = dict(
+ARGUMENT_SPEC = dict(
+    argument_spec=dict(
+        K8S_AUTH_ARGS,
         namespace=dict(type="str", required=True),
         statefulset=dict(type="str", default="elasticsearch"),
         size=dict(type="str", required=True),
         wait=dict(type="bool", default=False),
         wait_timeout=dict(type="int", default=300),
-    )
-    argument_spec.update(K8S_AUTH_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
+        claims_timeout=dict(type="int", default=0),
+    ),
+    supports_check_mode=True,
+)
 
-    namespace = module.params["namespace"]
-    sts_name = module.params["statefulset"]
-    size = module.params["size"]
+
+def run(params, check_mode, warn):
+    if not HAS_KUBERNETES:
+        raise entry.ModuleFailed(missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
+
+    namespace = params["namespace"]
+    sts_name = params["statefulset"]
+    size = params["size"]
     result = dict(changed=False, pvcs=[], missing=[])
     try:
         parse_size(size, "disk_size")
-        api_client = client_from_params(module.params)
+        api_client = client_from_params(params)
         core = kubernetes.client.CoreV1Api(api_client)
         apps = kubernetes.client.AppsV1Api(api_client)
         try:
             sts = call_json(apps.read_namespaced_stateful_set, sts_name, namespace)
         except ApiException as exc:
             if exc.status == 404:
-                module.fail_json(msg="statefulset %s/%s not found" % (namespace, sts_name), **result)
+                raise entry.ModuleFailed("statefulset %s/%s not found" % (namespace, sts_name), **result)
             raise
         pvc_items = call_json(core.list_namespaced_persistent_volume_claim, namespace).get("items") or []
         by_name = dict((p["metadata"]["name"], p) for p in pvc_items)
         names, missing = statefulset_pvc_names(sts, by_name)
+        if missing and params["claims_timeout"] > 0:
+            latest, _pending = _wait_claims(core, namespace, missing, lambda pvc: True, params["claims_timeout"])
+            by_name.update(latest)
+            names, missing = statefulset_pvc_names(sts, by_name)
         result["missing"] = missing
         pvcs = [by_name[n] for n in names]
 
@@ -204,7 +223,7 @@ def main():
                 classes = call_json(kubernetes.client.StorageV1Api(api_client).list_storage_class).get("items") or []
             except ApiException as exc:
                 classes = None
-                module.warn("cannot list StorageClasses to check allowVolumeExpansion (%s); "
+                warn("cannot list StorageClasses to check allowVolumeExpansion (%s); "
                             "the API server will refuse the patch if expansion is not allowed"
                             % api_error_message(exc))
             if classes is not None:
@@ -212,43 +231,48 @@ def main():
 
         for template, template_size in _template_sizes(sts).items():
             if template_size and parse_size(template_size, "template size") != parse_size(size, "disk_size"):
-                module.warn("volumeClaimTemplate %s of statefulset %s requests %s (templates are immutable): "
+                warn("volumeClaimTemplate %s of statefulset %s requests %s (templates are immutable): "
                             "PVCs created later from it start at that size, not %s"
                             % (template, sts_name, template_size, size))
 
         result["pvcs"] = [dict(name=p["name"], old=p["old"], new=p["new"], changed=p["change"],
                                capacity=pvc_capacity(by_name[p["name"]])) for p in plan]
         result["changed"] = bool(growing)
-        if module.check_mode or not growing:
-            module.exit_json(**result)
+        if check_mode or not growing:
+            return result
 
         body = {"spec": {"resources": {"requests": {"storage": size}}}}
-        for entry in result["pvcs"]:
-            if entry["changed"]:
-                patched = call_json(core.patch_namespaced_persistent_volume_claim, entry["name"], namespace, body,
+        for pvc in result["pvcs"]:
+            if pvc["changed"]:
+                patched = call_json(core.patch_namespaced_persistent_volume_claim, pvc["name"], namespace, body,
                                     _content_type="application/merge-patch+json")
-                entry["capacity"] = pvc_capacity(patched)
+                pvc["capacity"] = pvc_capacity(patched)
 
-        if module.params["wait"]:
+        if params["wait"]:
             names_changed = [e["name"] for e in result["pvcs"] if e["changed"]]
-            latest, pending = _wait_capacity(core, namespace, names_changed, size, module.params["wait_timeout"])
-            for entry in result["pvcs"]:
-                if entry["name"] in latest:
-                    entry["capacity"] = pvc_capacity(latest[entry["name"]])
+            latest, pending = _wait_claims(core, namespace, names_changed, lambda pvc: capacity_reached(pvc, size),
+                                           params["wait_timeout"])
+            for pvc in result["pvcs"]:
+                if pvc["name"] in latest:
+                    pvc["capacity"] = pvc_capacity(latest[pvc["name"]])
             if pending:
-                module.fail_json(msg="PVCs patched to %s but not expanded after %ss: %s" % (
-                    size, module.params["wait_timeout"], ", ".join(
+                raise entry.ModuleFailed("PVCs patched to %s but not expanded after %ss: %s" % (
+                    size, params["wait_timeout"], ", ".join(
                         "%s (capacity %s, conditions %s)" % (
                             n, pvc_capacity(latest.get(n, {})), ",".join(resize_conditions(latest.get(n, {})))
                             or "none") for n in pending)), **result)
     except PvcSizeError as exc:
-        module.fail_json(msg=str(exc), **result)
+        raise entry.ModuleFailed(str(exc), **result)
     except K8sClientError as exc:
-        module.fail_json(msg="cannot connect to Kubernetes: %s" % exc, **result)
+        raise entry.ModuleFailed("cannot connect to Kubernetes: %s" % exc, **result)
     except ApiException as exc:
-        module.fail_json(msg="Kubernetes API error while sizing the PVCs of statefulset %s/%s: %s" % (
+        raise entry.ModuleFailed("Kubernetes API error while sizing the PVCs of statefulset %s/%s: %s" % (
             namespace, sts_name, api_error_message(exc)), **result)
-    module.exit_json(**result)
+    return result
+
+
+def main():
+    entry.main(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

@@ -138,28 +138,26 @@ es_report:
       returned: success
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry, reports
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports
+ARGUMENT_SPEC = dict(
+    argument_spec=dict(
+        status=dict(type="str", required=True, choices=list(reports.STATUSES)),
+        request=dict(type="dict", required=True),
+        deployment_id=dict(type="str", required=True),
+        report_message=dict(type="str"),
+        details=dict(type="dict"),
+        stage=dict(type="str"),
+        error=dict(type="str"),
+        data_dir=dict(type="path", required=True),
+        log_file=dict(type="path"),
+    ),
+    required_if=[("status", "failed", ("stage", "error"))],
+    supports_check_mode=True,
+)
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            status=dict(type="str", required=True, choices=list(reports.STATUSES)),
-            request=dict(type="dict", required=True),
-            deployment_id=dict(type="str", required=True),
-            report_message=dict(type="str"),
-            details=dict(type="dict"),
-            stage=dict(type="str"),
-            error=dict(type="str"),
-            data_dir=dict(type="path", required=True),
-            log_file=dict(type="path"),
-        ),
-        required_if=[("status", "failed", ("stage", "error"))],
-        supports_check_mode=True,
-    )
-    params = module.params
+def run(params, check_mode, warn):
     status = params["status"]
     message = params["report_message"]
     details = dict(params["details"] or {})
@@ -172,15 +170,19 @@ def main():
         body = reports.build(status, params["request"], params["deployment_id"], message=message,
                              details=details or None)
     except reports.ReportError as exc:
-        module.fail_json(msg=str(exc))
+        raise entry.ModuleFailed(str(exc))
     log_file = params["log_file"] or reports.default_log_file(params["data_dir"])
-    module.exit_json(changed=False, es_report=dict(
+    return dict(changed=False, es_report=dict(
         report=body,
         data_dir=params["data_dir"],
         log_file=log_file,
         log_line=reports.log_line(body),
-        check_mode=module.check_mode,
+        check_mode=check_mode,
     ))
+
+
+def main():
+    entry.main(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

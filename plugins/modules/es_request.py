@@ -135,8 +135,7 @@ rule:
   sample: must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit (got 'a b')
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import (
     REQUEST_FIELDS,
     RequestError,
@@ -144,18 +143,22 @@ from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request impo
     validate,
 )
 
+ARGUMENT_SPEC = dict(
+    argument_spec=dict((field, dict(type="raw")) for field in REQUEST_FIELDS),
+    supports_check_mode=True,
+)
+
+
+def run(params, check_mode, warn):
+    try:
+        req = validate(dict((field, params.get(field)) for field in REQUEST_FIELDS))
+    except RequestError as exc:
+        raise entry.ModuleFailed(str(exc), field=exc.field, rule=exc.rule)
+    return dict(changed=False, request=dict(req), record=dict(record_fields(req)))
+
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict((field, dict(type="raw")) for field in REQUEST_FIELDS),
-        supports_check_mode=True,
-    )
-    params = dict((field, module.params.get(field)) for field in REQUEST_FIELDS)
-    try:
-        req = validate(params)
-    except RequestError as exc:
-        module.fail_json(msg=str(exc), field=exc.field, rule=exc.rule)
-    module.exit_json(changed=False, request=dict(req), record=dict(record_fields(req)))
+    entry.main(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

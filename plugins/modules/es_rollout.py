@@ -157,8 +157,9 @@ reason:
 
 import time  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import missing_required_lib  # noqa: E402
 
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry  # noqa: E402
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import (  # noqa: E402
     HAS_KUBERNETES,
     K8S_AUTH_ARGS,
@@ -173,45 +174,50 @@ from ansible_collections.yunpeng.es_serverless.plugins.module_utils.rollout impo
     RolloutWaiter,
 )
 
-
-def main():
-    argument_spec = dict(
+ARGUMENT_SPEC = dict(
+    argument_spec=dict(
+        K8S_AUTH_ARGS,
         namespace=dict(type="str", required=True),
         statefulsets=dict(type="list", elements="str", default=["elasticsearch"]),
         deployments=dict(type="list", elements="str", default=["kibana"]),
         timeout=dict(type="int", default=600),
-    )
-    argument_spec.update(K8S_AUTH_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    ),
+    supports_check_mode=True,
+)
+
+
+def _check(waiter, start):
+    """Check mode: the state evaluated once; only a doomed pod fails."""
+    try:
+        state = waiter.check()
+    except RolloutFailed as exc:
+        if exc.details.get("reason") == "NotFound":
+            return dict(changed=False, ready=False, msg=exc.message, statefulsets=[], deployments=[], pods=[],
+                        elapsed=round(time.monotonic() - start, 2))
+        raise
+    result = dict(changed=False, ready=state["done"], statefulsets=state["statefulsets"],
+                  deployments=state["deployments"], pods=state["pods"], elapsed=round(time.monotonic() - start, 2))
+    if state["doom"] is not None:
+        doom = state["doom"]
+        raise entry.ModuleFailed(doom["text"], doom=doom, reason=doom["reason"],
+                                 events=waiter.pod_events(doom["pod"].split("/", 1)[1]), **result)
+    result["msg"] = "; ".join(state["waiting"]) or "rollout complete"
+    return result
+
+
+def run(params, check_mode, warn):
     if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
-    if module.params["timeout"] < 0:
-        module.fail_json(msg="timeout must be 0 or more seconds, got %s" % module.params["timeout"])
+        raise entry.ModuleFailed(missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
+    if params["timeout"] < 0:
+        raise entry.ModuleFailed("timeout must be 0 or more seconds, got %s" % params["timeout"])
 
     start = time.monotonic()
     try:
-        api_client = client_from_params(module.params)
-        waiter = RolloutWaiter(
-            api_client, module.params["namespace"], module.params["statefulsets"],
-            module.params["deployments"], module.params["timeout"],
-        )
-        if module.check_mode:
-            try:
-                state = waiter.check()
-            except RolloutFailed as exc:
-                if exc.details.get("reason") == "NotFound":
-                    module.exit_json(changed=False, ready=False, msg=exc.message, statefulsets=[], deployments=[],
-                                     pods=[], elapsed=round(time.monotonic() - start, 2))
-                raise
-            result = dict(changed=False, ready=state["done"], statefulsets=state["statefulsets"],
-                          deployments=state["deployments"], pods=state["pods"],
-                          elapsed=round(time.monotonic() - start, 2))
-            if state["doom"] is not None:
-                doom = state["doom"]
-                module.fail_json(msg=doom["text"], doom=doom, reason=doom["reason"],
-                                 events=waiter.pod_events(doom["pod"].split("/", 1)[1]), **result)
-            result["msg"] = "; ".join(state["waiting"]) or "rollout complete"
-            module.exit_json(**result)
+        api_client = client_from_params(params)
+        waiter = RolloutWaiter(api_client, params["namespace"], params["statefulsets"], params["deployments"],
+                               params["timeout"])
+        if check_mode:
+            return _check(waiter, start)
         result = waiter.wait()
     except RolloutFailed as exc:
         details = dict(exc.details)
@@ -219,15 +225,19 @@ def main():
         if doom is not None and "reason" not in details:
             details["reason"] = doom["reason"]
         details.setdefault("elapsed", round(time.monotonic() - start, 2))
-        module.fail_json(msg=exc.message, changed=False, ready=False, **details)
+        raise entry.ModuleFailed(exc.message, changed=False, ready=False, **details)
     except K8sClientError as exc:
-        module.fail_json(msg="cannot connect to Kubernetes: %s" % exc, changed=False, ready=False,
-                         elapsed=round(time.monotonic() - start, 2))
+        raise entry.ModuleFailed("cannot connect to Kubernetes: %s" % exc, changed=False, ready=False,
+                                 elapsed=round(time.monotonic() - start, 2))
     except ApiException as exc:
-        module.fail_json(msg="Kubernetes API error while waiting for the rollout in namespace %s: %s" % (
-            module.params["namespace"], api_error_message(exc)), changed=False, ready=False,
+        raise entry.ModuleFailed("Kubernetes API error while waiting for the rollout in namespace %s: %s" % (
+            params["namespace"], api_error_message(exc)), changed=False, ready=False,
             elapsed=round(time.monotonic() - start, 2))
-    module.exit_json(changed=False, ready=True, msg="rollout complete", **result)
+    return dict(result, changed=False, ready=True, msg="rollout complete")
+
+
+def main():
+    entry.main(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

@@ -161,39 +161,38 @@ status_changed:
   type: bool
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import RequestError
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore, StoreError
 
+ARGUMENT_SPEC = dict(
+    argument_spec=dict(
+        data_dir=dict(type="path", required=True),
+        state=dict(type="str", required=True, choices=["begin", "sync", "complete", "fail"]),
+        request=dict(type="dict"),
+        deployment_id=dict(type="str", required=True),
+        quota=dict(type="dict", default={}),
+        resources=dict(type="dict"),
+        stage=dict(type="str"),
+        error=dict(type="str"),
+        user=dict(type="str"),
+        service_name=dict(type="str"),
+        namespace=dict(type="str"),
+    ),
+    required_if=[
+        ("state", "begin", ("request",)),
+        ("state", "sync", ("request",)),
+        ("state", "complete", ("request",)),
+        ("state", "fail", ("stage", "error")),
+    ],
+    supports_check_mode=True,
+)
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            data_dir=dict(type="path", required=True),
-            state=dict(type="str", required=True, choices=["begin", "sync", "complete", "fail"]),
-            request=dict(type="dict"),
-            deployment_id=dict(type="str", required=True),
-            quota=dict(type="dict", default={}),
-            resources=dict(type="dict"),
-            stage=dict(type="str"),
-            error=dict(type="str"),
-            user=dict(type="str"),
-            service_name=dict(type="str"),
-            namespace=dict(type="str"),
-        ),
-        required_if=[
-            ("state", "begin", ("request",)),
-            ("state", "sync", ("request",)),
-            ("state", "complete", ("request",)),
-            ("state", "fail", ("stage", "error")),
-        ],
-        supports_check_mode=True,
-    )
-    params = module.params
+
+def run(params, check_mode, warn):
     state = params["state"]
     store = MetadataStore(params["data_dir"])
-    check = module.check_mode
+    check = check_mode
     result = dict(changed=False, record=None, deployment=None)
     try:
         if state == "begin":
@@ -207,8 +206,8 @@ def main():
             result["deployment"] = store.get_deployment(result["record"]["user"], result["record"]["service_name"])
             result["changed"] = True
         elif state == "complete":
-            record, entry = store.complete(params["request"], params["deployment_id"], check_only=check)
-            result["record"], result["deployment"] = record, entry
+            result["record"], result["deployment"] = store.complete(params["request"], params["deployment_id"],
+                                                                    check_only=check)
             result["changed"] = True
         else:
             ident = dict(params["request"] or {})
@@ -222,10 +221,14 @@ def main():
             result["status_changed"] = outcome["status_changed"]
             result["changed"] = outcome["record_deleted"] or outcome["status_changed"]
     except (StoreError, RequestError) as exc:
-        module.fail_json(msg=str(exc), **result)
+        raise entry.ModuleFailed(str(exc), **result)
     except (OSError, ValueError) as exc:
-        module.fail_json(msg="metadata store %s: %s" % (store.data_dir, exc), **result)
-    module.exit_json(**result)
+        raise entry.ModuleFailed("metadata store %s: %s" % (store.data_dir, exc), **result)
+    return result
+
+
+def main():
+    entry.main(ARGUMENT_SPEC, run)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ def test_gpu_tenant_ten_reports(cluster, data_dir):
     assert es.resources.limits["nvidia.com/gpu"] == "2"
     assert es.resources.requests["nvidia.com/gpu"] == "2"
     assert sts.spec.replicas == 2 and sts.status.ready_replicas == 2
+    # Applied once, complete: no pod ever ran without its resources and GPUs.
+    assert sts.metadata.generation == 1
+    assert es.resources.requests["cpu"] == "500m" and es.resources.limits["memory"] == "2Gi"
+    assert sts.metadata.annotations["es.yunpeng.cn/max-indices"] == "100"
     cm = cluster.core.read_namespaced_config_map("elasticsearch-config", "es-gpu")
     assert "elasticsearch-headless" in cm.data["elasticsearch.yml"]
     assert "single-node" not in cm.data["elasticsearch.yml"]
@@ -291,9 +295,30 @@ def test_second_run_for_the_same_tenant_is_refused_while_the_first_is_creating(c
 
 def test_api_server_error_mid_flow_rolls_back(sim_cluster, data_dir):
     cluster = sim_cluster  # HTTP fault injection: the simulator's
-    cluster.sim.add_fault("PATCH:statefulsets:500")
+    cluster.sim.add_fault("GET:persistentvolumeclaims:500")
     proc = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("fault_user", "svc", "es-fault"))
-    got = _assert_failed_run(data_dir, "fault_user", "svc", "resources", proc)
-    assert [b["status"] for _u, b in got] == CPU_STATUSES[:4] + ["failed"]
+    got = _assert_failed_run(data_dir, "fault_user", "svc", "disk", proc)
+    assert [b["status"] for _u, b in got] == CPU_STATUSES[:5] + ["failed"]
     assert "500" in got[-1][1]["message"] or "Internal" in got[-1][1]["message"]
     assert wait_for(lambda: "es-fault" not in cluster.namespace_names(), timeout=60)
+
+
+def test_apply_failing_part_way_in_an_existing_namespace_removes_what_it_applied(sim_cluster, data_dir):
+    cluster = sim_cluster
+    cluster.core.create_namespace({"metadata": {"name": "es-partial"}})
+    cluster.core.create_namespaced_config_map("es-partial", {"metadata": {"name": "keep-me"}, "data": {"a": "b"}})
+    cluster.sim.add_fault("PATCH:deployments:500")  # kibana is applied last
+    proc = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("partial_user", "svc", "es-partial"))
+    got = _assert_failed_run(data_dir, "partial_user", "svc", "k8s_apply", proc)
+    assert [b["status"] for _u, b in got] == CPU_STATUSES[:3] + ["failed"]
+    assert "cannot apply Deployment/kibana in namespace es-partial: 500" in got[-1][1]["message"]
+
+    def leftovers():
+        left = {}
+        for resource in ("configmaps", "services", "secrets", "apps/statefulsets", "persistentvolumeclaims"):
+            names = [o["metadata"]["name"] for o in cluster.sim.objects(resource, "es-partial")]
+            if names:
+                left[resource] = names
+        return left
+    assert wait_for(lambda: leftovers() == {"configmaps": ["keep-me", "kube-root-ca.crt"]}, timeout=30), leftovers()
+    assert "es-partial" in cluster.namespace_names()

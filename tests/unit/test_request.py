@@ -207,3 +207,33 @@ def test_format_quantity():
     assert r.format_quantity(decimal.Decimal(2 ** 31), "bytes") == "2Gi"
     assert r.format_quantity(decimal.Decimal("0.5"), "cpu") == "500m"
     assert r.format_quantity(decimal.Decimal(64), "cpu") == "64"
+
+
+def _sts(replicas=2, requests=None, limits=None, annotations=None):
+    container = {"name": "elasticsearch", "resources": {"requests": requests or {}, "limits": limits or {}}}
+    return {"metadata": {"annotations": annotations or {}},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "kibana"}, container]}}}}
+
+
+def test_statefulset_drift_compares_by_value_and_names_each_difference():
+    req = r.validate(dict(user="u", service_name="s", namespace="es-a", replicas=2, cpu_request="0.5",
+                          cpu_limit="2", mem_request="1024Mi", mem_limit="2Gi", gpu_count=1, index_limit=7))
+    same = _sts(2, {"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": "1"},
+                {"cpu": "2", "memory": "2048Mi", "nvidia.com/gpu": "1"}, {"es.yunpeng.cn/max-indices": "7"})
+    assert r.statefulset_drift(same, req, aspects=("replicas", "resources", "max_indices", "gpus")) == []
+    off = _sts(1, {"cpu": "250m", "memory": "1Gi"}, {"cpu": "2", "memory": "2Gi"})
+    assert r.statefulset_drift(off, req) == [
+        "spec.replicas is 1, requested 2",
+        "annotation es.yunpeng.cn/max-indices is None, requested 7",
+        "container elasticsearch requests cpu is 250m, requested 0.5",
+    ]
+    assert r.statefulset_drift(off, req, aspects=("gpus",)) == [
+        "container elasticsearch requests nvidia.com/gpu is None, requested 1",
+        "container elasticsearch limits nvidia.com/gpu is None, requested 1",
+    ]
+    no_gpu = dict(req, gpu_count=0)
+    assert r.statefulset_drift(same, no_gpu, aspects=("gpus",)) == [
+        "container elasticsearch requests nvidia.com/gpu is 1, requested none",
+        "container elasticsearch limits nvidia.com/gpu is 1, requested none",
+    ]
+    assert r.statefulset_drift({}, req, aspects=("replicas",)) == ["spec.replicas is None, requested 2"]

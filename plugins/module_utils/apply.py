@@ -1,0 +1,186 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2024, yunpeng.es_serverless contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Apply a list of Kubernetes objects in one call: server-side apply under our field manager.
+
+One request per object, no read before the write: the answer says whether the
+object was created (201) or already existed (200), which is what a rollback
+needs to know, and there is no window between a look-up and a create. Kinds
+that are part of the stable Kubernetes API are mapped to their paths without
+discovery; any other kind is discovered once per group version.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type  # noqa: UP001
+
+import datetime
+import json
+
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import (
+    ApiException,
+    api_error_message,
+    request_json,
+)
+
+FIELD_MANAGER = "es-serverless"
+
+# (apiVersion, kind) -> (resource, namespaced) for the GA kinds the collection renders.
+STABLE_RESOURCES = {
+    ("v1", "Namespace"): ("namespaces", False),
+    ("v1", "ConfigMap"): ("configmaps", True),
+    ("v1", "Secret"): ("secrets", True),
+    ("v1", "Service"): ("services", True),
+    ("v1", "ServiceAccount"): ("serviceaccounts", True),
+    ("v1", "PersistentVolumeClaim"): ("persistentvolumeclaims", True),
+    ("v1", "ResourceQuota"): ("resourcequotas", True),
+    ("v1", "LimitRange"): ("limitranges", True),
+    ("apps/v1", "StatefulSet"): ("statefulsets", True),
+    ("apps/v1", "Deployment"): ("deployments", True),
+    ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
+}
+
+
+class ApplyError(Exception):
+    """An object could not be applied; ``applied`` lists what this call applied before it."""
+
+    def __init__(self, message, applied):
+        super(ApplyError, self).__init__(message)
+        self.message = message
+        self.applied = applied
+
+
+def group_version_path(api_version):
+    return "/api/v1" if api_version == "v1" else "/apis/%s" % api_version
+
+
+class Resolver:
+    """Maps (apiVersion, kind) to (resource, namespaced), discovering a group version at most once."""
+
+    def __init__(self, api_client):
+        self.api_client = api_client
+        self._discovered = {}
+
+    def resolve(self, api_version, kind):
+        known = STABLE_RESOURCES.get((api_version, kind))
+        if known:
+            return known
+        if api_version not in self._discovered:
+            try:
+                _status, data = request_json(self.api_client, "GET", group_version_path(api_version))
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise ValueError("the cluster does not serve apiVersion %s" % api_version)
+                raise
+            self._discovered[api_version] = dict(
+                (item["kind"], (item["name"], bool(item.get("namespaced"))))
+                for item in data.get("resources") or [] if "/" not in item.get("name", "/"))
+        found = self._discovered[api_version].get(kind)
+        if not found:
+            raise ValueError("the cluster does not serve kind %s in apiVersion %s" % (kind, api_version))
+        return found
+
+
+def object_ref(obj, created=None):
+    """``{kind, api_version, name[, namespace][, created]}`` of an object."""
+    obj = obj or {}
+    meta = obj.get("metadata") or {}
+    ref = {"kind": obj.get("kind"), "api_version": obj.get("apiVersion"), "name": meta.get("name")}
+    if meta.get("namespace"):
+        ref["namespace"] = meta["namespace"]
+    if created is not None:
+        ref["created"] = created
+    return ref
+
+
+def _summary(obj):
+    """What the answer tells later stages, without Secret data."""
+    if obj.get("kind") == "Secret":
+        obj = dict(obj)
+        obj.pop("data", None)
+        obj.pop("stringData", None)
+    return obj
+
+
+def _changed_since(obj, since):
+    """Whether our field manager's entry was written at or after ``since`` (second precision)."""
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply" and entry.get("time"):
+            written = datetime.datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%SZ")
+            return written >= since.replace(microsecond=0)
+    return True
+
+
+def _namespace_missing(exc):
+    """A 404 whose Status names a namespace as the missing object."""
+    if exc.status != 404:
+        return False
+    try:
+        details = json.loads(exc.body or "{}").get("details") or {}
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return details.get("kind") == "namespaces"
+
+
+def apply_objects(api_client, definitions, namespace=None, create_only=False, check_mode=False,
+                  field_manager=FIELD_MANAGER):
+    """Apply ``definitions`` in order and return one entry per object.
+
+    Each entry: ``ref`` (kind, api_version, name, namespace, created), ``changed`` and
+    ``object`` (the server's answer; Secrets without data). With ``create_only`` an object
+    that exists is left as it is. In check mode the server runs the request as a dry run;
+    an object whose namespace does not exist yet would be created.
+    """
+    resolver = Resolver(api_client)
+    applied = []
+    for definition in definitions:
+        if not isinstance(definition, dict):
+            raise ApplyError("every definition must be a mapping, got %r" % (definition,), applied)
+        meta = definition.get("metadata") or {}
+        api_version, kind, name = definition.get("apiVersion"), definition.get("kind"), meta.get("name")
+        if not (api_version and kind and name):
+            raise ApplyError("every definition needs apiVersion, kind and metadata.name", applied)
+        label = "%s/%s" % (kind, name)
+        try:
+            resource, namespaced = resolver.resolve(api_version, kind)
+            if namespaced:
+                obj_ns = meta.get("namespace") or namespace
+                if not obj_ns:
+                    raise ValueError("%s is namespaced and no namespace was given" % label)
+                if meta.get("namespace") != obj_ns:
+                    definition = dict(definition, metadata=dict(meta, namespace=obj_ns))
+                collection = "%s/namespaces/%s/%s" % (group_version_path(api_version), obj_ns, resource)
+                label = "%s in namespace %s" % (label, obj_ns)
+            else:
+                collection = "%s/%s" % (group_version_path(api_version), resource)
+            query = {"dryRun": "All"} if check_mode else {}
+            since = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+            try:
+                if create_only:
+                    query["fieldManager"] = field_manager
+                    status, obj = request_json(api_client, "POST", collection, query, definition)
+                else:
+                    query.update(fieldManager=field_manager, force="true")
+                    status, obj = request_json(api_client, "PATCH", "%s/%s" % (collection, name), query, definition,
+                                               content_type="application/apply-patch+yaml")
+            except ApiException as exc:
+                if create_only and exc.status == 409:
+                    applied.append({"ref": object_ref(definition, False), "changed": False,
+                                    "object": _summary(definition)})
+                    continue
+                if check_mode and _namespace_missing(exc):
+                    applied.append({"ref": object_ref(definition, True), "changed": True,
+                                    "object": _summary(definition)})
+                    continue
+                raise
+        except ApiException as exc:
+            # The API server may echo the request body in its message: never for a Secret.
+            why = "%s %s" % (exc.status, exc.reason) if kind == "Secret" else api_error_message(exc)
+            raise ApplyError("cannot apply %s: %s" % (label, why), applied)
+        except ValueError as exc:
+            raise ApplyError("cannot apply %s: %s" % (label, exc), applied)
+        created = status == 201
+        applied.append({"ref": object_ref(obj, created), "changed": created or _changed_since(obj, since),
+                        "object": _summary(obj)})
+    return applied

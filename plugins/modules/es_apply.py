@@ -1,0 +1,122 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2024, yunpeng.es_serverless contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type  # noqa: UP001
+
+DOCUMENTATION = r"""
+---
+module: es_apply
+short_description: Apply a tenant's Kubernetes objects in one call with server-side apply
+description:
+  - Applies O(definitions) in order with server-side apply under the field manager C(es-serverless)
+    (conflicts with other managers are forced: these objects are the collection's), one request per
+    object and no read before the write.
+  - The answer of each request says whether this call created the object, so a rollback removes
+    exactly what the run created, also when the call fails part-way (RV(created) is returned then too).
+  - Kinds of the stable Kubernetes API the collection renders are mapped without discovery; any other
+    kind (a tenant's manifests) is looked up once per group version.
+  - With O(create_only), objects are created when absent and never changed (generated credentials).
+  - In check mode every request is a server-side dry run; objects whose namespace does not exist yet
+    are reported as to be created.
+  - Runs in the controller process (action plugin).
+version_added: "1.0.0"
+author:
+  - ES Serverless platform team (@yunpeng)
+extends_documentation_fragment:
+  - yunpeng.es_serverless.k8s_auth
+options:
+  definitions:
+    description:
+      - Kubernetes objects, each with C(apiVersion), C(kind) and C(metadata.name).
+    type: list
+    elements: dict
+    required: true
+  namespace:
+    description:
+      - Namespace of namespaced objects that do not name one.
+    type: str
+  create_only:
+    description:
+      - Create objects that do not exist and leave existing ones untouched.
+    type: bool
+    default: false
+notes:
+  - Supports check mode.
+"""
+
+EXAMPLES = r"""
+- name: Apply the core objects
+  yunpeng.es_serverless.es_apply:
+    namespace: es-test
+    definitions: "{{ lookup('ansible.builtin.template', 'resources.yml.j2') | ansible.builtin.from_yaml_all | list }}"
+  register: applied
+"""
+
+RETURN = r"""
+objects:
+  description: Reference of every object applied, in order, with C(created) true when this call created it.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "ConfigMap", "api_version": "v1", "name": "elasticsearch-config", "namespace": "es-test",
+            "created": true}]
+created:
+  description: References of the objects this call created (also on failure), for a rollback.
+  returned: always
+  type: list
+  elements: dict
+resources:
+  description: The objects as the API server answered (Secrets without their data).
+  returned: success
+  type: list
+  elements: dict
+"""
+
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.apply import ApplyError, apply_objects  # noqa: E402
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry  # noqa: E402
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import (  # noqa: E402
+    K8S_AUTH_ARGS,
+    K8sClientError,
+    client_from_params,
+)
+
+ARGUMENT_SPEC = dict(
+    argument_spec=dict(
+        K8S_AUTH_ARGS,
+        definitions=dict(type="list", elements="dict", required=True),
+        namespace=dict(type="str"),
+        create_only=dict(type="bool", default=False),
+    ),
+    supports_check_mode=True,
+)
+
+
+def _outcome(applied):
+    refs = [entry["ref"] for entry in applied]
+    return dict(changed=any(entry["changed"] for entry in applied), objects=refs,
+                created=[ref for ref in refs if ref["created"]])
+
+
+def run(params, check_mode, warn):
+    try:
+        api_client = client_from_params(params)
+    except K8sClientError as exc:
+        raise entry.ModuleFailed("cannot connect to Kubernetes: %s" % exc, changed=False, objects=[], created=[])
+    try:
+        applied = apply_objects(api_client, params["definitions"], params["namespace"],
+                                create_only=params["create_only"], check_mode=check_mode)
+    except ApplyError as exc:
+        raise entry.ModuleFailed(exc.message, **_outcome(exc.applied))
+    return dict(_outcome(applied), resources=[entry["object"] for entry in applied])
+
+
+def main():
+    entry.main(ARGUMENT_SPEC, run)
+
+
+if __name__ == "__main__":
+    main()
