@@ -17,8 +17,9 @@ author:
 description:
   - For every successful task whose result carries C(es_report) (the
     M(yunpeng.es_serverless.es_report) module), writes the report file
-    C(<data_dir>/deployment_reports/{user}_{service_name}_{timestamp}.json) and appends the
-    report's line to the deployment log, under the data folder's lock, atomically.
+    C(<data_dir>/deployment_reports/{user}_{service_name}_{timestamp}.json), lists it in the
+    pair's report index and appends the report's line to the deployment log, through the
+    metadata store, under the data folder's lock, atomically.
   - Looped report tasks are handled too (one report per item).
   - On construction it sets C(ES_SERVERLESS_REPORTS_CALLBACK=enabled) in the controller
     environment, so a play can check C(lookup('env', 'ES_SERVERLESS_REPORTS_CALLBACK'))
@@ -39,6 +40,7 @@ import os
 from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore
 
 ENV_FLAG = "ES_SERVERLESS_REPORTS_CALLBACK"
 
@@ -71,7 +73,7 @@ class CallbackModule(CallbackBase):
             return None
         report = spec.get("report")
         try:
-            path = reports.write(spec.get("data_dir"), spec.get("log_file"), report)
+            path = MetadataStore(spec.get("data_dir")).write_report(spec.get("log_file"), report)
         except Exception as exc:  # any failure must be shown, never lost silently
             line = reports.log_line(report) if isinstance(report, dict) else repr(report)
             message = "yunpeng.es_serverless.reports: could not write report (%s): %s" % (line, exc)

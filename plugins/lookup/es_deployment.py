@@ -14,9 +14,10 @@ version_added: "0.1.0"
 author:
   - ES Serverless platform team (@yunpeng)
 description:
-  - Returns the C(deployments.json) entry of one user/service pair from a data folder,
-    with its latest report under C(latest_report), or C(None) when the pair has no deployment.
-  - Runs on the controller.
+  - Returns the deployment status entry of one user/service pair from a data folder
+    (C(deployments/<user>/<service_name>.json)), with its latest report under C(latest_report),
+    or C(None) when the pair has no deployment.
+  - Reads only the pair's files. Runs on the controller.
 options:
   _terms:
     description: The user and the service name, in that order.
@@ -24,7 +25,7 @@ options:
     type: list
     elements: str
   data_dir:
-    description: Data folder holding C(deployments.json) and C(deployment_reports/).
+    description: Data folder holding C(deployments/) and C(deployment_reports/).
     type: path
     required: true
 """
@@ -56,8 +57,7 @@ _raw:
 from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore, StoreError
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import StoreError, query
 
 
 class LookupModule(LookupBase):
@@ -69,11 +69,11 @@ class LookupModule(LookupBase):
             raise AnsibleError("es_deployment takes two terms, the user and the service name (got %d)" % len(terms))
         user, service_name = (str(term) for term in terms)
         try:
-            entry = MetadataStore(data_dir).get_deployment(user, service_name)
-            if entry is None:
+            answer = query(data_dir, user, service_name, log_lines=0)
+            if not answer["deployments"]:
                 return [None]
-            entry = dict(entry)
-            entry["latest_report"] = reports.latest_report(data_dir, user, service_name)
+            entry = dict(answer["deployments"][0])
+            entry["latest_report"] = answer["latest_report"]
         except (StoreError, OSError, ValueError) as exc:
             raise AnsibleError("cannot read the deployment of %s/%s in %s: %s" % (user, service_name, data_dir, exc))
         return [entry]

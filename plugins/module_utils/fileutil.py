@@ -7,7 +7,10 @@
   A reader sees either the old or the new content, never a half-written file.
 * ``create_exclusive``: the same, but the final name must not exist yet (``link``
   refuses to replace), so two writers can never overwrite each other.
-* ``append_line``: one ``write`` on an ``O_APPEND`` descriptor, then fsync.
+* ``append_line``: one ``write`` on an ``O_APPEND`` descriptor, then fsync; a last line
+  torn by a crash is ended first, so a new line never merges with it.
+* ``lines_backwards``: the lines of a file from the end, read in chunks (log tails, the
+  last entry of an append-only index) without loading the file.
 * ``locked(data_dir)``: ``fcntl.flock`` on ``<data_dir>/.lock``; serializes every
   writer of one data folder across processes (``--forks``, AWX, several
   ``ansible-playbook`` runs). Re-entrant inside one process and thread.
@@ -142,12 +145,26 @@ def remove(path):
 
 
 def append_line(path, line, mode=0o644):
-    """Append ``line`` plus a newline with a single write on an O_APPEND descriptor, then fsync."""
+    """Append ``line`` plus a newline with a single write on an O_APPEND descriptor, then fsync.
+
+    When the file does not end with a newline (a write torn by a crash), one is written first.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     ensure_dir(directory)
     payload = _to_bytes(line.rstrip("\n") + "\n")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
     try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
+        readable = True
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM):
+            raise
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+        readable = False
+    try:
+        if readable:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                payload = b"\n" + payload
         written = os.write(fd, payload)
         if written != len(payload):
             raise OSError("short write to %s (%d of %d bytes)" % (path, written, len(payload)))
@@ -155,6 +172,42 @@ def append_line(path, line, mode=0o644):
     finally:
         os.close(fd)
     return path
+
+
+def lines_backwards(path, chunk=65536):
+    """Yield the non-empty lines of ``path`` (str, UTF-8 with replacement), last line first.
+
+    Reads backwards in chunks of ``chunk`` bytes; a missing file yields nothing.
+    """
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return
+        raise
+    with handle:
+        handle.seek(0, os.SEEK_END)
+        position = handle.tell()
+        rest = b""
+        while position > 0:
+            step = min(chunk, position)
+            position -= step
+            handle.seek(position)
+            parts = (handle.read(step) + rest).split(b"\n")
+            rest = parts[0] if position > 0 else b""
+            for raw in reversed(parts[1:] if position > 0 else parts):
+                if raw:
+                    yield raw.decode("utf-8", "replace")
+
+
+def list_dir(path):
+    """The names in directory ``path``; ``[]`` when it does not exist."""
+    try:
+        return os.listdir(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return []
+        raise
 
 
 def _thread_lock(key):

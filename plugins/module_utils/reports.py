@@ -1,14 +1,18 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2024, ES Serverless platform team
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Stage reports: statuses and messages, body, file name, log line, writing and reading.
+"""Stage reports: statuses and messages, body, file name, log line, reading bodies and the log.
 
 The single home of the report contract (see docs of the spec "The ten reports"):
 
 * body ``{"status", "message", "timestamp", "user", "service_name", "namespace", "deployment_id", "details"?}``
 * file ``<data_dir>/deployment_reports/{user}_{service_name}_{YYYYMMDDTHHMMSS.ffffff}Z.json``;
-  names sort in report order and never overwrite each other
+  names sort in report order and never overwrite each other (``next_filename``)
 * log line ``{timestamp} - User: {user}, Service: {service}, Namespace: {ns}, Status: {status}, Message: {msg}``
+
+The metadata store (store.py) owns the data folder: ``MetadataStore.write_report`` writes a report
+file, the pair's report index and the log line under the folder's lock, and ``store.query`` answers
+"where is my cluster?".
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,7 +20,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type  # noqa: UP001
 
 import datetime
-import errno
 import hashlib
 import json
 import os
@@ -52,6 +55,7 @@ SECRET_KEY_RE = re.compile(r"pass(word|wd|phrase)?$|password|passwd|token|secret
                            r"|credential|auth", re.IGNORECASE)
 FILE_TS_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 FILE_TS_RE = re.compile(r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z\.json$")
+FILE_TS_LEN = len("20240101T000000.000000Z.json")
 SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_NAME_PART = 100
 
@@ -172,7 +176,13 @@ def log_line(report):
         _escape(report.get(key)) for key in ("timestamp", "user", "service_name", "namespace", "status", "message"))
 
 
-def _encode_part(value):
+def encode_part(value):
+    """One name part of report file names and data-folder paths; never contains ``/``.
+
+    Characters outside ``[A-Za-z0-9._-]`` are percent-encoded (UTF-8), a leading ``.`` too, and a
+    part longer than 100 characters is cut and ends with ``~`` and a hash of the value. A valid
+    user or service name (``request.check_name``) encodes to itself.
+    """
     value = "" if value is None else str(value)
     encoded = "".join(char if char in SAFE_CHARS else "".join("%%%02X" % byte for byte in char.encode("utf-8"))
                       for char in value)
@@ -187,12 +197,57 @@ def _encode_part(value):
 
 def file_prefix(user, service_name):
     """``{user}_{service_name}_`` with characters outside ``[A-Za-z0-9._-]`` percent-encoded."""
-    return "%s_%s_" % (_encode_part(user), _encode_part(service_name))
+    return "%s_%s_" % (encode_part(user), encode_part(service_name))
 
 
 def filename(user, service_name, when):
     """``{user}_{service_name}_{YYYYMMDDTHHMMSS.ffffff}Z.json`` (UTC, microseconds)."""
     return file_prefix(user, service_name) + _utc(when).strftime(FILE_TS_FORMAT) + ".json"
+
+
+def split_filename(name):
+    """``(prefix, time)`` of a report file name, or None when ``name`` is not one."""
+    head, tail = name[:-FILE_TS_LEN], name[-FILE_TS_LEN:]
+    if not head.endswith("_") or not FILE_TS_RE.match(tail):
+        return None
+    try:
+        when = datetime.datetime.strptime(tail[:-len(".json")], FILE_TS_FORMAT)
+    except ValueError:
+        return None
+    return head, when.replace(tzinfo=datetime.timezone.utc)
+
+
+def next_filename(user, service_name, last_name=None, now=None):
+    """The file name of a new report of the pair: now, or 1 µs past ``last_name`` (the pair's last
+    report) when that one sorts at or after now (same microsecond, clock stepped back)."""
+    when = _utc(now)
+    parsed = split_filename(last_name) if last_name else None
+    if parsed is not None and parsed[1] >= when:
+        when = parsed[1] + datetime.timedelta(microseconds=1)
+    return filename(user, service_name, when)
+
+
+def bump_filename(name):
+    """The name 1 µs after ``name`` (a report file name of the same prefix)."""
+    prefix, when = split_filename(name)
+    return prefix + (when + datetime.timedelta(microseconds=1)).strftime(FILE_TS_FORMAT) + ".json"
+
+
+def check(report):
+    """Raise ``ReportError`` unless ``report`` can be written (a mapping with the required keys and a known status)."""
+    if not isinstance(report, dict):
+        raise ReportError("a report must be a mapping (got %s)" % reqmod.echo(report))
+    missing = [key for key in REQUIRED_KEYS if key not in report]
+    if missing:
+        raise ReportError("report is missing %s" % ", ".join(missing))
+    if report["status"] not in MESSAGES:
+        raise ReportError("unknown report status %s" % reqmod.echo(report["status"]))
+    return report
+
+
+def dumps(report):
+    """The content of a report file: the body as indented JSON, keys in body order."""
+    return json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
 def reports_dir(data_dir):
@@ -203,91 +258,50 @@ def default_log_file(data_dir):
     return os.path.join(os.path.abspath(data_dir), LOG_NAME)
 
 
-def _report_files(directory, prefix):
-    try:
-        names = os.listdir(directory)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return []
-        raise
-    return sorted(name for name in names if name.startswith(prefix) and FILE_TS_RE.match(name[len(prefix):]))
+def scan(data_dir):
+    """Every report file name of the data folder grouped by prefix, ``{prefix: [names sorted]}``.
 
-
-def _parse_file_ts(name, prefix):
-    return datetime.datetime.strptime(name[len(prefix):-len(".json")], FILE_TS_FORMAT).replace(
-        tzinfo=datetime.timezone.utc)
-
-
-def write(data_dir, log_file, report, now=None):
-    """Write ``report`` as a new file under ``<data_dir>/deployment_reports/`` and append its log line.
-
-    Under the data folder's lock. The file name comes from now; when a file of the same prefix
-    already sorts at or after it (same microsecond, clock step back) it is moved 1 µs past the
-    last one, so names sort in report order and nothing is ever overwritten. Returns the path.
+    One listing of the whole ``deployment_reports/`` folder: the store uses it only to migrate a
+    data folder (building the report indexes) and to read one that is not migrated yet.
     """
-    if not isinstance(report, dict):
-        raise ReportError("a report must be a mapping (got %s)" % reqmod.echo(report))
-    missing = [key for key in REQUIRED_KEYS if key not in report]
-    if missing:
-        raise ReportError("report is missing %s" % ", ".join(missing))
-    if report["status"] not in MESSAGES:
-        raise ReportError("unknown report status %s" % reqmod.echo(report["status"]))
-    if not data_dir:
-        raise ReportError("data_dir is required")
-    log_file = log_file or default_log_file(data_dir)
-    directory = reports_dir(data_dir)
-    payload = json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-    line = log_line(report)
-    prefix = file_prefix(report["user"], report["service_name"])
-    with fileutil.locked(data_dir):
-        fileutil.ensure_dir(directory)
-        when = _utc(now)
-        existing = _report_files(directory, prefix)
-        if existing:
-            last = _parse_file_ts(existing[-1], prefix)
-            if last >= when:
-                when = last + datetime.timedelta(microseconds=1)
-        while True:
-            path = os.path.join(directory, filename(report["user"], report["service_name"], when))
-            try:
-                fileutil.create_exclusive(path, payload)
-                break
-            except OSError as exc:
-                if exc.errno != errno.EEXIST:
-                    raise
-                when = when + datetime.timedelta(microseconds=1)
-        fileutil.append_line(log_file, line)
-    return path
+    groups = {}
+    for name in fileutil.list_dir(reports_dir(data_dir)):
+        parsed = split_filename(name)
+        if parsed is not None:
+            groups.setdefault(parsed[0], []).append(name)
+    for names in groups.values():
+        names.sort()
+    return groups
 
 
-def list_reports(data_dir, user, service_name, deployment_id=None):
-    """Reports of exactly this pair (body's ``user`` and ``service_name``), in order.
+def read(data_dir, names, user, service_name):
+    """The reports of exactly this pair among the file ``names``, in the order given.
 
-    Returns ``[{"file": name, "path": path, "report": body}, ...]``; unreadable files are skipped.
+    Returns ``[{"file": name, "path": path, "report": body}, ...]``; files that are missing, not
+    JSON objects, or whose body names another ``user``/``service_name`` are skipped.
     """
     directory = reports_dir(data_dir)
-    prefix = file_prefix(user, service_name)
     out = []
-    for name in _report_files(directory, prefix):
+    for name in names:
         path = os.path.join(directory, name)
         try:
             body = fileutil.read_json(path)
         except (OSError, ValueError):
             continue
-        if not isinstance(body, dict):
-            continue
-        if body.get("user") != user or body.get("service_name") != service_name:
-            continue
-        if deployment_id is not None and body.get("deployment_id") != deployment_id:
+        if not isinstance(body, dict) or body.get("user") != user or body.get("service_name") != service_name:
             continue
         out.append({"file": name, "path": path, "report": body})
     return out
 
 
-def latest_report(data_dir, user, service_name, deployment_id=None):
-    """The last entry of ``list_reports`` or None."""
-    found = list_reports(data_dir, user, service_name, deployment_id)
-    return found[-1] if found else None
+def list_reports(data_dir, user, service_name, deployment_id=None):
+    """Reports of exactly this pair, in order: ``store.MetadataStore(data_dir).list_reports``.
+
+    Kept for callers of the former reports API (``es_deployment_info`` until it calls
+    ``store.query``); the store owns the data folder and its index.
+    """
+    from ansible_collections.yunpeng.es_serverless.plugins.module_utils import store
+    return store.MetadataStore(data_dir).list_reports(user, service_name, deployment_id)
 
 
 def log_tail(log_file, user=None, service_name=None, lines=20, chunk=65536):
@@ -302,31 +316,10 @@ def log_tail(log_file, user=None, service_name=None, lines=20, chunk=65536):
         needles.append(" - User: %s, Service: " % _escape(user))
     if service_name is not None:
         needles.append(", Service: %s, Namespace: " % _escape(service_name))
-    try:
-        handle = open(log_file, "rb")
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return []
-        raise
     found = []
-    with handle:
-        handle.seek(0, os.SEEK_END)
-        position = handle.tell()
-        rest = b""
-        while position > 0 and len(found) < lines:
-            step = min(chunk, position)
-            position -= step
-            handle.seek(position)
-            data = handle.read(step) + rest
-            parts = data.split(b"\n")
-            rest = parts[0] if position > 0 else b""
-            complete = parts[1:] if position > 0 else parts
-            for raw in reversed(complete):
-                if not raw:
-                    continue
-                text = raw.decode("utf-8", "replace")
-                if all(needle in text for needle in needles):
-                    found.append(text)
-                    if len(found) >= lines:
-                        break
+    for text in fileutil.lines_backwards(log_file, chunk):
+        if all(needle in text for needle in needles):
+            found.append(text)
+            if len(found) >= lines:
+                break
     return list(reversed(found))

@@ -1,19 +1,33 @@
-# -*- coding: utf-8 -*-
-# Copyright: (c) 2024, ES Serverless platform team
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Metadata store: quota, tenant container records and deployment statuses.
+"""Metadata store: quota, tenant container records, deployment statuses, report index, queries.
 
-Layout under ``data_dir``::
+The store owns the data folder. Layout under ``data_dir``::
 
-    tenant_data/{user}_{service_name}.json   one tenant container record per cluster
-    deployments.json                         {"{user}/{service_name}": deployment entry}
-    deployment_reports/                      report files (see reports.py)
-    .lock                                    flock serializing every writer
+    deployments/<user>/<service_name>.json     the pair's deployment status entry
+    deployments/<user>/<service_name>.reports  the pair's report file names, one a line, in write order
+    namespaces/<namespace>.json                the live deployment holding the namespace (a claim)
+    tenant_data/{user}_{service_name}.json     one tenant container record per cluster
+    deployment_reports/{user}_{service_name}_{YYYYMMDDTHHMMSS.ffffff}Z.json   the reports (reports.py)
+    deployment.log                             one line per report (the default log file)
+    deployments.json.migrated                  a legacy deployments.json after its migration
+    .lock                                      flock serializing every writer
 
-Every write happens under ``fileutil.locked(data_dir)`` and is atomic; every
-read tolerates missing files. A record is only ever changed or removed by the
-(user, service_name) pair that owns it, so ``a_b``/``c`` and ``a``/``b_c`` (same
+``<user>``, ``<service_name>`` and ``<namespace>`` are path parts (``path_part``): valid names as
+they are, anything else (the identity of a refused request) percent-encoded, so nothing leaves the
+folder. A write touches only files of one pair (entry, index, tenant record, report), of one
+namespace (its claim), the files of the user's own folder (quota) and the log, so it costs the
+same with 10 tenants as with 10,000; a query for one pair reads only that pair's files.
+
+Every write happens under ``fileutil.locked(data_dir)`` and is atomic (entries, claims and records
+are replaced by rename; index and log lines are appended with one write and fsync); reads take no
+lock and tolerate missing files. A record is only ever changed or removed by the
+(user, service_name) pair that owns it, so ``a_b``/``c`` and ``a``/``b_c`` (same tenant record
 file name) can never overwrite each other: the second create is refused.
+
+Migration: an earlier version kept every status in ``deployments.json``. The first write into
+such a folder (under the lock) writes every entry to ``deployments/``, the claims of the live
+ones and every pair's report index (one scan of ``deployment_reports/``), then renames
+``deployments.json`` to ``deployments.json.migrated``, last: a crash part-way redoes it. Until
+then reads answer from ``deployments.json`` and a scan of the reports folder.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,16 +36,23 @@ __metaclass__ = type  # noqa: UP001
 
 import datetime
 import decimal
+import errno
 import os
 import re
 from collections import OrderedDict
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import fileutil
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import request as reqmod
 
 TENANT_DIR = "tenant_data"
-DEPLOYMENTS_FILE = "deployments.json"
-REPORTS_DIR = "deployment_reports"
+DEPLOYMENTS_DIR = "deployments"
+NAMESPACES_DIR = "namespaces"
+REPORTS_DIR = reports.REPORTS_DIR
+ENTRY_SUFFIX = ".json"
+INDEX_SUFFIX = ".reports"
+LEGACY_FILE = "deployments.json"
+MIGRATED_FILE = "deployments.json.migrated"
 
 STATUS_CREATING = "creating"
 STATUS_CREATED = "created"
@@ -69,8 +90,22 @@ def timestamp(now=None):
 
 
 def deployment_key(user, service_name):
-    """The deployments.json key of a pair; ``/`` cannot occur in valid names, so it is unambiguous."""
+    """The sort key of a pair (and its key in a legacy deployments.json); ``/`` cannot occur in valid names."""
     return "%s/%s" % (user, service_name)
+
+
+def path_part(value):
+    """``value`` as one path component of the data folder: ``reports.encode_part`` (a valid name is
+    itself; anything else is percent-encoded, never ``/`` nor a leading ``.``), ``%`` for ``""``."""
+    return reports.encode_part(value) or "%"
+
+
+def _owned(entry, user, service_name):
+    return isinstance(entry, dict) and entry.get("user") == user and entry.get("service_name") == service_name
+
+
+def _entry_sort_key(entry):
+    return deployment_key(entry.get("user"), entry.get("service_name"))
 
 
 def check_deployment_id(deployment_id):
@@ -130,35 +165,42 @@ def usage_of(req):
 
 
 class MetadataStore:
-    """Tenant records and deployment statuses under one data folder."""
+    """Tenant records, deployment statuses and report indexes under one data folder."""
 
     def __init__(self, data_dir):
         if not data_dir:
             raise StoreError("data_dir is required")
         self.data_dir = os.path.abspath(data_dir)
         self.tenant_dir = os.path.join(self.data_dir, TENANT_DIR)
-        self.deployments_path = os.path.join(self.data_dir, DEPLOYMENTS_FILE)
+        self.deployments_dir = os.path.join(self.data_dir, DEPLOYMENTS_DIR)
+        self.namespaces_dir = os.path.join(self.data_dir, NAMESPACES_DIR)
         self.reports_dir = os.path.join(self.data_dir, REPORTS_DIR)
+        self.legacy_path = os.path.join(self.data_dir, LEGACY_FILE)
+        self.migrated_path = os.path.join(self.data_dir, MIGRATED_FILE)
 
-    # ----------------------------------------------------------------- paths & reads
+    # ----------------------------------------------------------------- paths
     def tenant_path(self, user, service_name):
         """Path of the tenant record; only for valid names (they cannot leave ``tenant_data/``)."""
         reqmod.check_name("user", user)
         reqmod.check_name("service_name", service_name)
         return os.path.join(self.tenant_dir, "%s_%s.json" % (user, service_name))
 
-    def _read_deployments(self):
-        try:
-            data = fileutil.read_json(self.deployments_path, default={})
-        except ValueError as exc:
-            raise StoreError("%s is not valid JSON: %s" % (self.deployments_path, exc))
-        if not isinstance(data, dict):
-            raise StoreError("%s does not hold a JSON object" % self.deployments_path)
-        return data
+    def _pair_base(self, user_part, service_part):
+        return os.path.join(self.deployments_dir, user_part or "%", service_part or "%")
 
-    def _write_deployments(self, data):
-        fileutil.write_json(self.deployments_path, data)
+    def entry_path(self, user, service_name):
+        """``deployments/<user>/<service_name>.json``: the pair's deployment status entry."""
+        return self._pair_base(path_part(user), path_part(service_name)) + ENTRY_SUFFIX
 
+    def index_path(self, user, service_name):
+        """``deployments/<user>/<service_name>.reports``: the pair's report file names in write order."""
+        return self._pair_base(path_part(user), path_part(service_name)) + INDEX_SUFFIX
+
+    def claim_path(self, namespace):
+        """``namespaces/<namespace>.json``: which deployment holds the namespace."""
+        return os.path.join(self.namespaces_dir, path_part(namespace) + ".json")
+
+    # ----------------------------------------------------------------- reads
     def _read_record_file(self, path):
         try:
             record = fileutil.read_json(path)
@@ -167,6 +209,21 @@ class MetadataStore:
         if record is not None and not isinstance(record, dict):
             raise StoreError("%s does not hold a JSON object" % path)
         return record
+
+    def _legacy(self):
+        """The mapping of a not yet migrated ``deployments.json``, or None (the folder uses the layout)."""
+        try:
+            data = fileutil.read_json(self.legacy_path)
+        except ValueError as exc:
+            raise StoreError("%s is not valid JSON: %s" % (self.legacy_path, exc))
+        if data is not None and not isinstance(data, dict):
+            raise StoreError("%s does not hold a JSON object" % self.legacy_path)
+        return data
+
+    def _indexed(self):
+        """True when every pair's report index is complete, i.e. the folder needs no migration."""
+        return not os.path.exists(self.legacy_path) and (
+            os.path.isdir(self.deployments_dir) or not os.path.isdir(self.reports_dir))
 
     def get_tenant(self, user, service_name):
         """The tenant record of the pair, or None (also None when the file belongs to another pair)."""
@@ -178,26 +235,189 @@ class MetadataStore:
         return record
 
     def get_deployment(self, user, service_name):
-        """The deployments.json entry of the pair, or None."""
-        entry = self._read_deployments().get(deployment_key(user, service_name))
-        if entry is None or entry.get("user") != user or entry.get("service_name") != service_name:
-            return None
-        return entry
+        """The deployment status entry of the pair, or None. Reads only that entry."""
+        legacy = self._legacy()
+        if legacy is not None:
+            entry = legacy.get(deployment_key(user, service_name))
+        else:
+            entry = self._read_record_file(self.entry_path(user, service_name))
+        return entry if _owned(entry, user, service_name) else None
+
+    def _entries(self, user=None):
+        """The entries of one user (reading only ``deployments/<user>/``) or of everyone, sorted by key."""
+        legacy = self._legacy()
+        if legacy is not None:
+            found = [legacy[key] for key in sorted(legacy) if isinstance(legacy[key], dict)]
+        else:
+            if user is None:
+                folders = []
+                if os.path.isdir(self.deployments_dir):
+                    with os.scandir(self.deployments_dir) as items:
+                        folders = [item.path for item in items if item.is_dir() and not item.name.startswith(".")]
+            else:
+                folders = [os.path.join(self.deployments_dir, path_part(user))]
+            found = []
+            for folder in folders:
+                for name in fileutil.list_dir(folder):
+                    if name.endswith(ENTRY_SUFFIX) and not name.startswith("."):
+                        entry = self._read_record_file(os.path.join(folder, name))
+                        if isinstance(entry, dict):
+                            found.append(entry)
+            found.sort(key=_entry_sort_key)
+        if user is not None:
+            found = [entry for entry in found if entry.get("user") == user]
+        return found
 
     def list_deployments(self, user=None, service_name=None):
-        """Entries filtered on their own ``user``/``service_name`` fields, sorted by key."""
-        data = self._read_deployments()
+        """Entries filtered on their own ``user``/``service_name`` fields, sorted by ``user/service_name``.
+
+        With both, only the pair's entry is read; with ``user``, only that user's folder; with
+        neither, every entry.
+        """
+        if user is not None and service_name is not None:
+            entry = self.get_deployment(user, service_name)
+            return [entry] if entry is not None else []
+        entries = self._entries(user)
+        if service_name is not None:
+            entries = [entry for entry in entries if entry.get("service_name") == service_name]
+        return entries
+
+    def _index_names(self, user, service_name):
+        """The report file names of the pair's index, in write order (torn or foreign lines skipped)."""
+        try:
+            with open(self.index_path(user, service_name), "rb") as handle:
+                text = handle.read().decode("utf-8", "replace")
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return []
+            raise
+        prefix = reports.file_prefix(user, service_name)
         out = []
-        for key in sorted(data):
-            entry = data[key]
-            if not isinstance(entry, dict):
-                continue
-            if user is not None and entry.get("user") != user:
-                continue
-            if service_name is not None and entry.get("service_name") != service_name:
-                continue
-            out.append(entry)
+        for line in text.split("\n"):
+            parsed = reports.split_filename(line)
+            if parsed is not None and parsed[0] == prefix:
+                out.append(line)
         return out
+
+    def list_reports(self, user, service_name, deployment_id=None):
+        """Reports of exactly this pair (body's ``user`` and ``service_name``), in write order.
+
+        Names come from the pair's index (in a folder not migrated yet, from a folder scan); files
+        that are missing or unparsable are skipped. Returns ``[{"file", "path", "report"}, ...]``.
+        """
+        if self._indexed():
+            names = self._index_names(user, service_name)
+        else:
+            names = reports.scan(self.data_dir).get(reports.file_prefix(user, service_name), [])
+        found = reports.read(self.data_dir, names, user, service_name)
+        if deployment_id is not None:
+            found = [item for item in found if item["report"].get("deployment_id") == deployment_id]
+        return found
+
+    def _namespace_holder(self, namespace, user, service_name):
+        """The live entry of another pair holding ``namespace``, or None.
+
+        Reads the namespace's claim and the entry it names: a claim whose deployment is no
+        longer that pair's live deployment in this namespace is stale.
+        """
+        legacy = self._legacy()
+        if legacy is not None:
+            for key in sorted(legacy):
+                other = legacy[key]
+                if (isinstance(other, dict) and not _owned(other, user, service_name)
+                        and other.get("namespace") == namespace and other.get("status") in LIVE_STATUSES):
+                    return other
+            return None
+        claim = self._read_record_file(self.claim_path(namespace))
+        if claim is None or _owned(claim, user, service_name):
+            return None
+        other = self.get_deployment(claim.get("user"), claim.get("service_name"))
+        if (other is not None and other.get("deployment_id") == claim.get("deployment_id")
+                and other.get("namespace") == namespace and other.get("status") in LIVE_STATUSES):
+            return other
+        return None
+
+    # ----------------------------------------------------------------- writes
+    def _write_entry(self, entry):
+        fileutil.write_json(self.entry_path(entry["user"], entry["service_name"]), entry)
+
+    def _write_claim(self, namespace, user, service_name, deployment_id):
+        fileutil.write_json(self.claim_path(namespace), OrderedDict([
+            ("user", user), ("service_name", service_name), ("deployment_id", deployment_id)]))
+
+    def _release_claim(self, namespace, user, service_name, deployment_id):
+        """Remove the claim on ``namespace`` if it is this deployment's."""
+        path = self.claim_path(namespace)
+        claim = self._read_record_file(path)
+        if _owned(claim, user, service_name) and claim.get("deployment_id") == deployment_id:
+            fileutil.remove(path)
+
+    def _migrate(self):
+        """Move a folder of an earlier version to the layout; under the lock, before any write.
+
+        Writes every entry of ``deployments.json``, the namespace claims of the live ones and
+        every pair's report index (one scan of ``deployment_reports/``), then renames
+        ``deployments.json`` to ``deployments.json.migrated``. Every step overwrites, so a crash
+        part-way just redoes it. A folder with reports but neither ``deployments.json`` nor
+        ``deployments/`` is migrated as if ``deployments.json`` were empty. Returns True when it
+        migrated.
+        """
+        legacy = self._legacy()
+        if legacy is None:
+            if os.path.isdir(self.deployments_dir) or not os.path.isdir(self.reports_dir):
+                return False
+            legacy = {}
+            fileutil.write_json(self.legacy_path, legacy)
+        claimed = set()
+        for key in sorted(legacy):
+            entry = legacy[key]
+            if not (isinstance(entry, dict) and isinstance(entry.get("user"), str)
+                    and isinstance(entry.get("service_name"), str)):
+                continue
+            self._write_entry(entry)
+            namespace = entry.get("namespace")
+            if entry.get("status") in LIVE_STATUSES and namespace and namespace not in claimed:
+                claimed.add(namespace)
+                self._write_claim(namespace, entry["user"], entry["service_name"], entry.get("deployment_id"))
+        for prefix, names in reports.scan(self.data_dir).items():
+            for parts, pair_names in self._pairs_of_prefix(prefix, names).items():
+                fileutil.atomic_write(self._pair_base(*parts) + INDEX_SUFFIX, "".join(n + "\n" for n in pair_names))
+        fileutil.ensure_dir(self.deployments_dir)
+        target, number = self.migrated_path, 0
+        while os.path.exists(target):
+            number += 1
+            target = "%s.%d" % (self.migrated_path, number)
+        os.rename(self.legacy_path, target)
+        fileutil.fsync_dir(self.data_dir)
+        return True
+
+    def _pairs_of_prefix(self, prefix, names):
+        """``{(user part, service part): names}`` of one file-name prefix.
+
+        ``{user}_{service}_`` with one ``_`` inside splits one way; otherwise (``a_b_c_``: user
+        ``a_b`` or ``a``?) each report body says whose it is.
+        """
+        stem = prefix[:-1]
+        cuts = [i for i, char in enumerate(stem) if char == "_"]
+        if len(cuts) == 1:
+            return {(stem[:cuts[0]], stem[cuts[0] + 1:]): names}
+        out = OrderedDict()
+        for name in names:
+            try:
+                body = fileutil.read_json(os.path.join(self.reports_dir, name))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(body, dict):
+                continue
+            user, service = body.get("user"), body.get("service_name")
+            if isinstance(user, str) and isinstance(service, str) and reports.file_prefix(user, service) == prefix:
+                out.setdefault((reports.encode_part(user), reports.encode_part(service)), []).append(name)
+        return out
+
+    def migrate(self):
+        """Migrate a folder of an earlier version now (writes do it on their own). True when it migrated."""
+        with fileutil.locked(self.data_dir):
+            return self._migrate()
 
     # ----------------------------------------------------------------- quota
     def _entry_usage(self, entry):
@@ -213,16 +433,18 @@ class MetadataStore:
     def check_quota(self, req, quota, deployments=None):
         """Raise ``StoreError`` when ``req`` would take its user over a quota.
 
-        Usage counts the user's live (creating or created) clusters other than this pair.
+        Usage counts the user's live (creating or created) clusters other than this pair, read from
+        ``deployments/<user>/`` unless ``deployments`` (entries, or a mapping of them) is given.
         """
         limits = normalize_quota(quota)
         if deployments is None:
-            deployments = self._read_deployments()
-        key = deployment_key(req["user"], req["service_name"])
+            deployments = self._entries(req["user"])
+        elif isinstance(deployments, dict):
+            deployments = list(deployments.values())
         used = {"clusters": 0, "cpu": decimal.Decimal(0), "memory": decimal.Decimal(0),
                 "disk": decimal.Decimal(0), "gpus": 0}
-        for other_key, entry in deployments.items():
-            if other_key == key or not isinstance(entry, dict):
+        for entry in deployments:
+            if not isinstance(entry, dict) or _owned(entry, req["user"], req["service_name"]):
                 continue
             if entry.get("user") != req["user"] or entry.get("status") not in LIVE_STATUSES:
                 continue
@@ -260,6 +482,8 @@ class MetadataStore:
         """Stage 0: refuse conflicts, check quota, write the tenant record, set status ``creating``.
 
         ``request`` is validated here again (the store never holds an unvalidated request).
+        Reads only the pair's entry and tenant record, the namespace's claim and the user's
+        entries. Writes the namespace claim, the tenant record and the entry, in that order.
         Returns the tenant record. With ``check_only`` nothing is written.
         """
         try:
@@ -268,12 +492,12 @@ class MetadataStore:
             raise StoreError(str(exc))
         check_deployment_id(deployment_id)
         user, service = req["user"], req["service_name"]
-        key = deployment_key(user, service)
         stamp = timestamp(now)
         with fileutil.locked(self.data_dir):
-            deployments = self._read_deployments()
-            entry = deployments.get(key)
-            if isinstance(entry, dict):
+            if not check_only:
+                self._migrate()
+            entry = self.get_deployment(user, service)
+            if entry is not None:
                 if entry.get("status") == STATUS_CREATING and entry.get("deployment_id") != deployment_id:
                     raise StoreError("cluster %s of user %s is already being created by deployment %s"
                                      " (started %s); wait for it to finish or fail"
@@ -295,15 +519,13 @@ class MetadataStore:
                 if existing.get("status") == STATUS_CREATED:
                     raise StoreError("cluster %s of user %s already exists (tenant record status created);"
                                      " delete it before creating it again" % (reqmod.echo(service), reqmod.echo(user)))
-            for other_key, other in deployments.items():
-                if other_key == key or not isinstance(other, dict):
-                    continue
-                if other.get("namespace") == req["namespace"] and other.get("status") in LIVE_STATUSES:
-                    raise StoreError("namespace %s is already used by cluster %s of user %s (status %s);"
-                                     " each cluster needs its own namespace"
-                                     % (reqmod.echo(req["namespace"]), reqmod.echo(other.get("service_name")),
-                                        reqmod.echo(other.get("user")), other.get("status")))
-            self.check_quota(req, quota, deployments)
+            other = self._namespace_holder(req["namespace"], user, service)
+            if other is not None:
+                raise StoreError("namespace %s is already used by cluster %s of user %s (status %s);"
+                                 " each cluster needs its own namespace"
+                                 % (reqmod.echo(req["namespace"]), reqmod.echo(other.get("service_name")),
+                                    reqmod.echo(other.get("user")), other.get("status")))
+            self.check_quota(req, quota)
 
             record = reqmod.record_fields(req)
             record["status"] = STATUS_CREATING
@@ -324,9 +546,10 @@ class MetadataStore:
                 ("reports_dir", self.reports_dir),
                 ("request", dict(req)),
             ])
+            # The claim first: until the entry says this deployment is live, the claim is stale.
+            self._write_claim(req["namespace"], user, service, deployment_id)
             fileutil.write_json(path, record)
-            deployments[key] = new_entry
-            self._write_deployments(deployments)
+            self._write_entry(new_entry)
             return record
 
     def _owned_record(self, user, service, deployment_id):
@@ -344,12 +567,11 @@ class MetadataStore:
                              % (path, record.get("deployment_id"), deployment_id))
         return path, record
 
-    def _update_entry(self, deployments, user, service, deployment_id, stamp, **changes):
-        key = deployment_key(user, service)
-        entry = deployments.get(key)
-        if not isinstance(entry, dict) or entry.get("deployment_id") != deployment_id:
-            raise StoreError("deployments.json has no entry of deployment %s for user %s, service %s"
-                             % (deployment_id, reqmod.echo(user), reqmod.echo(service)))
+    def _update_entry(self, entry, user, service, deployment_id, stamp, **changes):
+        if entry is None or entry.get("deployment_id") != deployment_id:
+            raise StoreError("no deployment status entry of deployment %s for user %s, service %s (%s)"
+                             % (deployment_id, reqmod.echo(user), reqmod.echo(service),
+                                self.entry_path(user, service)))
         entry.update(changes)
         entry["updated_at"] = stamp
         return entry
@@ -363,36 +585,40 @@ class MetadataStore:
         user, service = req["user"], req["service_name"]
         stamp = timestamp(now)
         with fileutil.locked(self.data_dir):
+            if not check_only:
+                self._migrate()
             path, record = self._owned_record(user, service, deployment_id)
-            deployments = self._read_deployments()
+            entry = self.get_deployment(user, service)
             record.update(reqmod.record_fields(req))
             record["status"] = STATUS_CREATING
             record["resources"] = resources or {}
             record["synced_at"] = stamp
             if check_only:
                 return record
-            self._update_entry(deployments, user, service, deployment_id, stamp)
+            self._update_entry(entry, user, service, deployment_id, stamp)
             fileutil.write_json(path, record)
-            self._write_deployments(deployments)
+            self._write_entry(entry)
             return record
 
     # ----------------------------------------------------------------- stage 10
     def complete(self, request, deployment_id, now=None, check_only=False):
-        """Mark the cluster ``created`` in the tenant record (with ``sync_time``) and in deployments.json."""
+        """Mark the cluster ``created`` in the tenant record (with ``sync_time``) and in its entry."""
         req = reqmod.validate(request)
         user, service = req["user"], req["service_name"]
         stamp = timestamp(now)
         with fileutil.locked(self.data_dir):
+            if not check_only:
+                self._migrate()
             path, record = self._owned_record(user, service, deployment_id)
-            deployments = self._read_deployments()
+            entry = self.get_deployment(user, service)
             record["status"] = STATUS_CREATED
             record["sync_time"] = stamp
             if check_only:
-                return record, deployments.get(deployment_key(user, service))
-            entry = self._update_entry(deployments, user, service, deployment_id, stamp,
+                return record, entry
+            entry = self._update_entry(entry, user, service, deployment_id, stamp,
                                        status=STATUS_CREATED, stage=None, error=None)
             fileutil.write_json(path, record)
-            self._write_deployments(deployments)
+            self._write_entry(entry)
             return record, entry
 
     # ----------------------------------------------------------------- rollback
@@ -400,9 +626,10 @@ class MetadataStore:
         """Record a failed run. Works with invalid identities (a refused request).
 
         * The tenant record is deleted only when it belongs to this pair and this deployment.
-        * The deployments.json entry becomes ``failed`` with ``stage`` and ``error`` unless it is
-          live (creating/created) for another deployment: a refused second run never touches
-          the first run's status or a created cluster.
+        * The pair's entry becomes ``failed`` with ``stage`` and ``error`` unless it is live
+          (creating/created) for another deployment: a refused second run never touches the
+          first run's status or a created cluster.
+        * This deployment's namespace claim is released.
 
         Returns ``{"deployment": entry, "record_deleted": bool, "status_changed": bool}``.
         """
@@ -413,6 +640,8 @@ class MetadataStore:
         stamp = timestamp(now)
         result = {"deployment": None, "record_deleted": False, "status_changed": False}
         with fileutil.locked(self.data_dir):
+            if not check_only:
+                self._migrate()
             if reqmod.is_valid_name(user) and reqmod.is_valid_name(service_name):
                 path = self.tenant_path(user, service_name)
                 record = self._read_record_file(path)
@@ -421,10 +650,8 @@ class MetadataStore:
                     if not check_only:
                         fileutil.remove(path)
                     result["record_deleted"] = True
-            deployments = self._read_deployments()
-            key = deployment_key(user, service_name)
-            entry = deployments.get(key)
-            if (isinstance(entry, dict) and entry.get("deployment_id") != deployment_id
+            entry = self.get_deployment(user, service_name)
+            if (entry is not None and entry.get("deployment_id") != deployment_id
                     and entry.get("status") in LIVE_STATUSES):
                 result["deployment"] = entry
                 return result
@@ -436,7 +663,7 @@ class MetadataStore:
             new_entry["status"] = STATUS_FAILED
             new_entry["stage"] = _truncate(stage, 200)
             new_entry["error"] = _truncate(error)
-            same_run = isinstance(entry, dict) and entry.get("deployment_id") == deployment_id
+            same_run = entry is not None and entry.get("deployment_id") == deployment_id
             new_entry["created_at"] = entry.get("created_at", stamp) if same_run else stamp
             new_entry["updated_at"] = stamp
             new_entry["reports_dir"] = self.reports_dir
@@ -445,6 +672,81 @@ class MetadataStore:
             result["deployment"] = new_entry
             result["status_changed"] = True
             if not check_only:
-                deployments[key] = new_entry
-                self._write_deployments(deployments)
+                self._write_entry(new_entry)
+                held = {namespace, entry.get("namespace") if same_run else None}
+                for name in sorted(ns for ns in held if ns):
+                    self._release_claim(name, user, service_name, deployment_id)
             return result
+
+    # ----------------------------------------------------------------- reports
+    def write_report(self, log_file, report, now=None):
+        """Write ``report`` as a new report file, list it in the pair's index, append its log line.
+
+        Under the data folder's lock (migrating the folder first if needed). The file name is
+        ``reports.next_filename``: now, or 1 µs past the pair's last report (the last line of its
+        index, never a folder listing) when that one sorts at or after now; a name that exists
+        already is moved 1 µs on, so nothing is ever overwritten and names sort in report order.
+        ``log_file`` defaults to ``<data_dir>/deployment.log``. Returns the report file's path.
+        """
+        reports.check(report)
+        log_file = log_file or reports.default_log_file(self.data_dir)
+        user, service = report["user"], report["service_name"]
+        payload = reports.dumps(report)
+        line = reports.log_line(report)
+        index = self.index_path(user, service)
+        prefix = reports.file_prefix(user, service)
+        with fileutil.locked(self.data_dir):
+            self._migrate()
+            last = None
+            for candidate in fileutil.lines_backwards(index, chunk=4096):
+                parsed = reports.split_filename(candidate)
+                if parsed is not None and parsed[0] == prefix:
+                    last = candidate
+                    break
+            name = reports.next_filename(user, service, last, now)
+            while True:
+                path = os.path.join(self.reports_dir, name)
+                try:
+                    fileutil.create_exclusive(path, payload)
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EEXIST:
+                        raise
+                    name = reports.bump_filename(name)
+            fileutil.append_line(index, name)
+            fileutil.append_line(log_file, line)
+        return path
+
+
+def query(data_dir, user=None, service_name=None, deployment_id=None, log_file=None, log_lines=20):
+    """Where is my cluster? The one answer of the module, the lookup and any CLI.
+
+    Returns ``{"deployments": [...], "tenant": record or None, "reports": [{"file", "path",
+    "report"}, ...], "latest_report": last of reports or None, "log_tail": [...]}``.
+
+    * ``deployments``: ``list_deployments(user, service_name)``.
+    * With both ``user`` and ``service_name`` (a pair): ``tenant`` is its record, ``reports``
+      its reports in write order from its index (only those of ``deployment_id`` when given),
+      and ``log_tail`` the log lines of its last ``log_lines`` reports (of every deployment),
+      each ``reports.log_line(report)``, exactly the line appended when the report was written.
+      Only the pair's files are read; the log is not.
+    * Otherwise ``log_tail`` is the last ``log_lines`` lines of ``log_file`` (default
+      ``<data_dir>/deployment.log``), of ``user`` or ``service_name`` when one is given.
+    """
+    store = MetadataStore(data_dir)
+    if log_lines is None:
+        log_lines = 20
+    result = {"deployments": store.list_deployments(user, service_name), "tenant": None, "reports": [],
+              "latest_report": None, "log_tail": []}
+    if user is not None and service_name is not None:
+        found = store.list_reports(user, service_name)
+        result["tenant"] = store.get_tenant(user, service_name)
+        result["reports"] = [item for item in found
+                             if deployment_id is None or item["report"].get("deployment_id") == deployment_id]
+        result["latest_report"] = result["reports"][-1] if result["reports"] else None
+        if log_lines > 0:
+            result["log_tail"] = [reports.log_line(item["report"]) for item in found[-log_lines:]]
+    else:
+        result["log_tail"] = reports.log_tail(log_file or reports.default_log_file(store.data_dir), user,
+                                              service_name, log_lines)
+    return result

@@ -94,22 +94,25 @@ def expected_log_line(report):
 
 
 def deployments(data_dir):
-    path = os.path.join(data_dir, "deployments.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    """Every deployment status entry, ``{"user/service": entry}``: the data folder's
+    ``deployments/<user>/<service>.json`` files."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(data_dir, "deployments", "*", "*.json"))):
+        with open(path) as f:
+            entry = json.load(f)
+        out["%s/%s" % (entry["user"], entry["service_name"])] = entry
+    return out
 
 
 def find_deployment(data_dir, user, service):
-    data = deployments(data_dir)
-    entries = data.get("deployments", data) if isinstance(data, dict) else data
-    if isinstance(entries, dict):
-        entries = list(entries.values())
-    for e in entries:
-        if e.get("user") == user and e.get("service_name") == service:
-            return e
-    return None
+    """The pair's entry, ``deployments/<user>/<service>.json`` (valid names are their own path parts), or None."""
+    path = os.path.join(data_dir, "deployments", user, service + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        entry = json.load(f)
+    assert (entry["user"], entry["service_name"]) == (user, service), path
+    return entry
 
 
 def tenant_record(data_dir, user, service):

@@ -285,6 +285,15 @@ def test_playbook_writes_reports_through_callback(tmp_path):
     assert record["status"] == "created"
     assert record["resources"] == {"images": {"elasticsearch": "elasticsearch:8.15.3"}}
 
+    # the callback writes through the store: every report is listed in its pair's index
+    def index(user_part, service_part):
+        with open(os.path.join(data_dir, "deployments", user_part, service_part + ".reports")) as handle:
+            return handle.read().splitlines()
+
+    assert index("test_user", "test_service") == [n for n in names if n.startswith("test_user_test_service_")]
+    assert index("%2E.%2F..%2Fetc", "x") == [n for n in names if n.startswith("%2E.%2F..%2Fetc_x_")]
+    assert sorted(os.listdir(data_dir)) == [".lock", "deployment_reports", "deployments", "namespaces", "tenant_data"]
+
 
 def test_without_callback_nothing_is_written(tmp_path):
     data_dir = str(tmp_path / "data")

@@ -33,12 +33,12 @@ def seed(data_dir):
     store = MetadataStore(data_dir)
     req = r.validate({"user": "test_user", "service_name": "test_service", "namespace": "es-test"})
     store.begin(req, "dep1")
-    reports.write(data_dir, None, reports.build("starting", req, "dep1"))
-    reports.write(data_dir, None, reports.build("namespace_created", req, "dep1"))
+    store.write_report(None, reports.build("starting", req, "dep1"))
+    store.write_report(None, reports.build("namespace_created", req, "dep1"))
     # same file-name prefix, refused at stage 0: it has its own failed status and report
     other = {"user": "test", "service_name": "user_test_service", "namespace": "es-other"}
     store.fail("test", "user_test_service", "es-other", "dep2", "metadata", "name collision")
-    reports.write(data_dir, None, reports.build("failed", other, "dep2", message="collision"))
+    store.write_report(None, reports.build("failed", other, "dep2", message="collision"))
     return store
 
 
@@ -56,6 +56,17 @@ def test_lookup_colliding_pair_gets_its_own_reports(tmp_path):
     assert entry["deployment_id"] == "dep2" and entry["status"] == "failed"
     assert entry["latest_report"]["report"]["deployment_id"] == "dep2"
     assert entry["latest_report"]["report"]["status"] == "failed"
+
+
+def test_lookup_reads_a_legacy_folder_without_migrating_it(tmp_path):
+    body = reports.build("namespace_created", {"user": "u", "service_name": "s", "namespace": "n"}, "dep1")
+    (tmp_path / "deployment_reports").mkdir()
+    (tmp_path / "deployment_reports" / reports.filename("u", "s", None)).write_text(reports.dumps(body))
+    (tmp_path / "deployments.json").write_text(json.dumps({"u/s": {
+        "user": "u", "service_name": "s", "namespace": "n", "deployment_id": "dep1", "status": "creating"}}))
+    [entry] = LookupModule().run(["u", "s"], variables={}, data_dir=str(tmp_path))
+    assert entry["status"] == "creating" and entry["latest_report"]["report"] == body
+    assert sorted(os.listdir(str(tmp_path))) == ["deployment_reports", "deployments.json"]
 
 
 def test_lookup_unknown_pair_is_none(tmp_path):

@@ -1,8 +1,9 @@
-"""Report body, messages, file names, log line and writing (plugins/module_utils/reports.py)."""
+"""Report body, messages, file names, log line, reading (plugins/module_utils/reports.py).
+
+Writing reports is the store's: tests/unit/test_store_layout.py."""
 
 import datetime
 import json
-import os
 
 import pytest
 
@@ -135,98 +136,78 @@ def test_filename_naive_time_is_utc():
     assert reports.filename("u", "s", naive) == "u_s_20240101T000000.000000Z.json"
 
 
-def test_write_creates_file_and_log_line(tmp_path):
-    body = reports.build("starting", REQ, "dep1", now=NOW)
-    path = reports.write(str(tmp_path), None, body)
-    assert os.path.dirname(path) == str(tmp_path / "deployment_reports")
-    assert os.path.basename(path).startswith("test_user_test_service_")
-    assert json.loads(open(path).read()) == body
-    assert open(path).read().startswith('{\n  "status": "starting",\n  "message"')
-    assert (tmp_path / "deployment.log").read_text() == reports.log_line(body) + "\n"
+def test_split_and_next_filename():
+    when = datetime.datetime(2024, 1, 2, 3, 4, 5, 6789, tzinfo=datetime.timezone.utc)
+    name = reports.filename("a_b", "c", when)
+    assert reports.split_filename(name) == ("a_b_c_", when)
+    assert reports.split_filename("a_b_c_20240102T030405.006789Z.json.tmp") is None
+    assert reports.split_filename("20240102T030405.006789Z.json") is None
+    assert reports.split_filename("x_20241302T030405.006789Z.json") is None  # month 13
+    assert reports.next_filename("u", "s", None, when) == reports.filename("u", "s", when)
+    later = when + datetime.timedelta(seconds=1)
+    assert reports.next_filename("u", "s", reports.filename("u", "s", when), later) == reports.filename("u", "s", later)
+    for now in (when, when - datetime.timedelta(hours=1)):
+        assert reports.next_filename("u", "s", reports.filename("u", "s", when), now) == \
+            "u_s_20240102T030405.006790Z.json"
+    assert reports.bump_filename("u_s_20241231T235959.999999Z.json") == "u_s_20250101T000000.000000Z.json"
 
 
-def test_write_log_outside_data_dir(tmp_path):
-    log = tmp_path / "logs" / "nested" / "deployment.log"
-    reports.write(str(tmp_path / "data"), str(log), reports.build("namespace_created", IDENT, "d"))
-    reports.write(str(tmp_path / "data"), str(log), reports.build("k8s_applied", IDENT, "d"))
-    lines = log.read_text().splitlines()
-    assert [line.split("Status: ")[1].split(",")[0] for line in lines] == ["namespace_created", "k8s_applied"]
-
-
-def test_invalid_identity_cannot_escape(tmp_path):
-    data = tmp_path / "data"
-    body = reports.build("failed", {"user": "../../etc", "service_name": "../x", "namespace": ""}, "d",
-                         message="Cluster creation failed at stage metadata: user: bad")
-    path = reports.write(str(data), None, body)
-    assert os.path.dirname(path) == str(data / "deployment_reports")
-    assert sorted(os.listdir(str(tmp_path))) == ["data"]
-    assert [e["report"] for e in reports.list_reports(str(data), "../../etc", "../x")] == [body]
-
-
-def test_200_reports_sort_in_order_and_never_overwrite(tmp_path):
-    bodies = []
-    for i in range(200):
-        body = reports.build("k8s_applied", IDENT, "dep1", details={"n": i})
-        bodies.append(body)
-        reports.write(str(tmp_path), None, body)
-    names = os.listdir(str(tmp_path / "deployment_reports"))
-    assert len(names) == 200
-    ordered = [json.loads((tmp_path / "deployment_reports" / name).read_text())["details"]["n"]
-               for name in sorted(names)]
-    assert ordered == list(range(200))
-    assert [e["report"]["details"]["n"] for e in reports.list_reports(str(tmp_path), "test_user", "test_service")] \
-        == list(range(200))
-    assert len((tmp_path / "deployment.log").read_text().splitlines()) == 200
-
-
-def test_same_or_earlier_clock_is_bumped(tmp_path):
-    body = reports.build("namespace_created", IDENT, "d")
-    first = reports.write(str(tmp_path), None, body, now=NOW)
-    second = reports.write(str(tmp_path), None, body, now=NOW)
-    third = reports.write(str(tmp_path), None, body, now=NOW - datetime.timedelta(hours=1))
-    names = [os.path.basename(p) for p in (first, second, third)]
-    assert names == ["test_user_test_service_20240101T000000.000000Z.json",
-                     "test_user_test_service_20240101T000000.000001Z.json",
-                     "test_user_test_service_20240101T000000.000002Z.json"]
-
-
-def test_no_temp_files_left(tmp_path):
-    for status in ("namespace_created", "k8s_applied"):
-        reports.write(str(tmp_path), None, reports.build(status, IDENT, "d"))
-    assert not [n for n in os.listdir(str(tmp_path / "deployment_reports")) if n.startswith(".")]
-
-
-def test_write_refuses_incomplete_report(tmp_path):
+def test_check_refuses_incomplete_report():
+    with pytest.raises(reports.ReportError, match="must be a mapping"):
+        reports.check(["starting"])
     with pytest.raises(reports.ReportError, match="missing"):
-        reports.write(str(tmp_path), None, {"status": "starting"})
+        reports.check({"status": "starting"})
     with pytest.raises(reports.ReportError, match="unknown report status"):
-        reports.write(str(tmp_path), None, dict(reports.build("starting", REQ, "d"), status="bogus"))
+        reports.check(dict(reports.build("starting", REQ, "d"), status="bogus"))
 
 
-def test_list_reports_filters_collisions_and_deployment(tmp_path):
-    ab_c = {"user": "a_b", "service_name": "c", "namespace": "n1"}
-    a_bc = {"user": "a", "service_name": "b_c", "namespace": "n2"}
-    reports.write(str(tmp_path), None, reports.build("namespace_created", ab_c, "d1"))
-    reports.write(str(tmp_path), None, reports.build("namespace_created", a_bc, "d2"))
-    reports.write(str(tmp_path), None, reports.build("k8s_applied", ab_c, "d3"))
-    assert [e["report"]["deployment_id"] for e in reports.list_reports(str(tmp_path), "a_b", "c")] == ["d1", "d3"]
-    assert [e["report"]["deployment_id"] for e in reports.list_reports(str(tmp_path), "a", "b_c")] == ["d2"]
-    assert [e["report"]["deployment_id"] for e in reports.list_reports(str(tmp_path), "a_b", "c", "d3")] == ["d3"]
-    assert reports.latest_report(str(tmp_path), "a_b", "c")["report"]["status"] == "k8s_applied"
-    assert reports.latest_report(str(tmp_path), "x", "y") is None
-    assert reports.list_reports(str(tmp_path / "missing"), "a", "b") == []
+def test_dumps_keeps_body_order():
+    body = reports.build("starting", REQ, "dep1", now=NOW)
+    text = reports.dumps(body)
+    assert text.startswith('{\n  "status": "starting",\n  "message"') and text.endswith("}\n")
+    assert json.loads(text) == body
+
+
+def test_scan_groups_by_prefix(tmp_path):
+    folder = tmp_path / "deployment_reports"
+    folder.mkdir()
+    for name in ("a_b_c_20240101T000000.000002Z.json", "a_b_c_20240101T000000.000001Z.json",
+                 "u_s_20240101T000000.000000Z.json", ".tmp-123", "notes.txt"):
+        (folder / name).write_text("{}")
+    assert reports.scan(str(tmp_path)) == {
+        "a_b_c_": ["a_b_c_20240101T000000.000001Z.json", "a_b_c_20240101T000000.000002Z.json"],
+        "u_s_": ["u_s_20240101T000000.000000Z.json"]}
+    assert reports.scan(str(tmp_path / "missing")) == {}
+
+
+def test_read_skips_missing_broken_and_foreign(tmp_path):
+    folder = tmp_path / "deployment_reports"
+    folder.mkdir()
+    mine = reports.build("namespace_created", {"user": "a_b", "service_name": "c", "namespace": "n"}, "d1")
+    theirs = reports.build("namespace_created", {"user": "a", "service_name": "b_c", "namespace": "n"}, "d2")
+    (folder / "a_b_c_1.json").write_text(json.dumps(mine))
+    (folder / "a_b_c_2.json").write_text(json.dumps(theirs))
+    (folder / "a_b_c_3.json").write_text("{broken")
+    (folder / "a_b_c_4.json").write_text("[]")
+    names = ["a_b_c_%d.json" % i for i in range(6)]
+    assert reports.read(str(tmp_path), names, "a_b", "c") == [
+        {"file": "a_b_c_1.json", "path": str(folder / "a_b_c_1.json"), "report": mine}]
+    assert [e["report"] for e in reports.read(str(tmp_path), names, "a", "b_c")] == [theirs]
 
 
 def test_log_tail(tmp_path):
     log = tmp_path / "deployment.log"
+    lines = []
     for i in range(30):
         ident = {"user": "u%d" % (i % 2), "service_name": "s", "namespace": "n"}
-        reports.write(str(tmp_path), str(log), reports.build("k8s_applied", ident, "d", message="m%d" % i))
+        lines.append(reports.log_line(reports.build("k8s_applied", ident, "d", message="m%d" % i)))
+    log.write_text("\n".join(lines) + "\n")
     tail = reports.log_tail(str(log), "u1", "s", lines=3)
     assert [line.rsplit("Message: ", 1)[1] for line in tail] == ["m25", "m27", "m29"]
-    assert len(reports.log_tail(str(log), lines=100)) == 30
+    assert reports.log_tail(str(log), lines=100) == lines
     assert reports.log_tail(str(log), "u", "s") == []
+    assert reports.log_tail(str(log), lines=0) == []
     assert reports.log_tail(str(tmp_path / "nope.log")) == []
     # small chunks exercise the backwards reader across chunk borders
     assert reports.log_tail(str(log), "u0", "s", lines=15, chunk=37) == reports.log_tail(str(log), "u0", "s", 15)
-    assert len(reports.log_tail(str(log), "u0", "s", lines=15, chunk=37)) == 15
+    assert reports.log_tail(str(log), "u0", "s", lines=15, chunk=37) == lines[0::2]

@@ -1,6 +1,7 @@
 """Metadata store (plugins/module_utils/store.py) and the file helpers it relies on."""
 
 import datetime
+import glob
 import json
 import multiprocessing
 import os
@@ -27,8 +28,13 @@ def store(tmp_path):
 
 
 def deployments(store):
-    with open(store.deployments_path) as handle:
-        return json.load(handle)
+    """Every entry on disk (``deployments/<user>/<service>.json``), by ``user/service`` key."""
+    out = {}
+    for path in glob.glob(os.path.join(store.deployments_dir, "*", "*.json")):
+        with open(path) as handle:
+            entry = json.load(handle)
+        out["%s/%s" % (entry["user"], entry["service_name"])] = entry
+    return out
 
 
 def test_begin_writes_record_and_status(store, tmp_path):
@@ -42,7 +48,9 @@ def test_begin_writes_record_and_status(store, tmp_path):
         "vector_count": 10000, "index_limit": 100, "tenant_org_id": "test-org", "status": "creating",
         "created_at": "2024-01-01T00:00:00Z", "deployment_id": "dep1",
     }
-    entry = deployments(store)["test_user/test_service"]
+    entry = json.loads((tmp_path / "deployments" / "test_user" / "test_service.json").read_text())
+    assert list(entry) == ["user", "service_name", "namespace", "deployment_id", "status", "stage", "error",
+                           "created_at", "updated_at", "reports_dir", "request"]
     assert {k: entry[k] for k in ("user", "service_name", "namespace", "deployment_id", "status", "stage", "error",
                                   "created_at", "updated_at", "reports_dir")} == {
         "user": "test_user", "service_name": "test_service", "namespace": "es-test", "deployment_id": "dep1",
@@ -56,7 +64,7 @@ def test_begin_writes_record_and_status(store, tmp_path):
 def test_begin_validates_the_request_again(store):
     with pytest.raises(StoreError, match="user: must be"):
         store.begin({"user": "../../etc", "service_name": "s", "namespace": "n"}, "dep1")
-    assert not os.path.exists(store.deployments_path)
+    assert not os.path.exists(store.data_dir) or os.listdir(store.data_dir) == []
 
 
 def test_bad_deployment_id(store):
@@ -165,10 +173,15 @@ def test_fail_with_invalid_identity(store, tmp_path):
     data = deployments(store)
     assert data["../../etc/x y"]["status"] == "failed"
     assert data["../../etc/x y"]["user"] == "../../etc"
-    assert sorted(os.listdir(str(tmp_path))) == [".lock", "deployments.json"]
+    assert sorted(os.listdir(str(tmp_path))) == [".lock", "deployments"]
+    assert os.listdir(str(tmp_path / "deployments")) == ["%2E.%2F..%2Fetc"]
+    assert os.listdir(str(tmp_path / "deployments" / "%2E.%2F..%2Fetc")) == ["x%20y.json"]
     assert store.list_deployments(user="../../etc")[0]["service_name"] == "x y"
+    assert store.get_deployment("../../etc", "x y")["namespace"] == "Bad NS"
     out = store.fail(None, None, None, "dep1", "metadata", "user: is required")
     assert deployments(store)["/"]["status"] == "failed"
+    assert (tmp_path / "deployments" / "%" / "%.json").is_file()
+    assert store.get_deployment("", "")["error"] == "user: is required"
 
 
 def test_reads_tolerate_missing_files(store):
@@ -190,8 +203,7 @@ def test_list_deployments_filters_on_own_fields(store):
 def test_check_only_writes_nothing(store, tmp_path):
     record = store.begin(req(), "dep1", check_only=True)
     assert record["status"] == "creating"
-    assert not os.path.exists(store.deployments_path)
-    assert not (tmp_path / "tenant_data").exists()
+    assert sorted(os.listdir(str(tmp_path))) == [".lock"]
 
 
 # ---------------------------------------------------------------- quota
@@ -317,8 +329,9 @@ def test_parallel_writers_lose_no_entry(tmp_path):
     for proc in procs:
         proc.join(120)
         assert proc.exitcode == 0
-    data = json.loads((tmp_path / "deployments.json").read_text())
+    data = deployments(MetadataStore(str(tmp_path)))
     assert len(data) == 45
+    assert len(os.listdir(str(tmp_path / "namespaces"))) == 45
     assert len(os.listdir(str(tmp_path / "tenant_data"))) == 45
 
 
