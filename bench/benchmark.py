@@ -228,7 +228,7 @@ class MemorySampler(threading.Thread):
         self.peak_rss = self.peak_pss = 0
         self.procs_at_peak = self.max_procs = self.samples = self.pss_samples = 0
         self.pss_available = True
-        self.cpu_s = 0.0
+        self.cpu_s = self.duration = 0.0
 
     def sample(self):
         try:
@@ -260,11 +260,12 @@ class MemorySampler(threading.Thread):
             self.peak_pss = max(self.peak_pss, pss)
 
     def run(self):
-        start = time.thread_time()
+        start, self.started = time.thread_time(), time.monotonic()
         while not self.done.is_set():
             self.sample()
             self.done.wait(self.interval)
         self.cpu_s = time.thread_time() - start
+        self.duration = time.monotonic() - self.started
 
     def stop(self):
         self.done.set()
@@ -274,6 +275,7 @@ class MemorySampler(threading.Thread):
                 "peak_pss_sum_mb": round(self.peak_pss / mb, 1) if self.pss_available else None,
                 "processes_at_rss_peak": self.procs_at_peak, "max_processes": self.max_procs,
                 "samples": self.samples, "interval_s": self.interval, "pss_samples": self.pss_samples,
+                "effective_interval_s": round(self.duration / self.samples, 3) if self.samples else None,
                 "pss_interval_s": round(self.interval * self.pss_every, 2), "sampler_cpu_s": round(self.cpu_s, 2),
                 "what": "sums over ansible-playbook and all its descendants: RSS-sum counts a page shared by n "
                         "processes n times (an upper bound), PSS-sum splits it among them (the memory really "
@@ -1074,7 +1076,7 @@ def print_comparison(before, current):
     rows = []
     for (name, bval, target, bmet), (_n, cval, _t, cmet) in zip(targets(before), targets(current)):
         rows.append([name, bval, cval, target, verdict(bmet), verdict(cmet)])
-    log(table(["target", "before", current["label"], "target", "before", current["label"]], rows))
+    log(table(["target", "before", current["label"], "target", "met before", "met " + current["label"]], rows))
     bst, cst = get(before, "create", "stages_median_s") or {}, get(current, "create", "stages_median_s") or {}
     stages = [s for s in STAGE_ORDER if s in bst or s in cst]
     if stages:
