@@ -61,7 +61,7 @@ def _to_bytes(data):
     return data.encode("utf-8")
 
 
-def _write_temp(directory, data, mode):
+def _write_temp(directory, data, mode, durable=True):
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     try:
         os.fchmod(fd, mode)
@@ -69,7 +69,8 @@ def _write_temp(directory, data, mode):
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         _unlink_quietly(tmp)
@@ -85,17 +86,23 @@ def _unlink_quietly(path):
         pass
 
 
-def atomic_write(path, data, mode=0o644):
-    """Replace ``path`` with ``data`` (str or bytes) atomically and durably."""
+def atomic_write(path, data, mode=0o644, durable=True):
+    """Replace ``path`` with ``data`` (str or bytes) atomically and durably.
+
+    With ``durable=False`` the fsyncs are left out: still atomic for readers, but a crash may lose
+    the file or leave it empty, so the caller must ``os.sync()`` before anything relies on it (a
+    bulk write such as the store's migration, which syncs once before its last step).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     ensure_dir(directory)
-    tmp = _write_temp(directory, data, mode)
+    tmp = _write_temp(directory, data, mode, durable)
     try:
         os.rename(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
     return path
 
 
@@ -115,9 +122,9 @@ def create_exclusive(path, data, mode=0o644):
     return path
 
 
-def write_json(path, obj, mode=0o644):
-    """Atomically write ``obj`` as indented JSON (keys in insertion order)."""
-    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", mode)
+def write_json(path, obj, mode=0o644, durable=True):
+    """Atomically write ``obj`` as indented JSON (keys in insertion order); ``durable`` as for ``atomic_write``."""
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", mode, durable)
 
 
 def read_json(path, default=None):

@@ -568,11 +568,11 @@ def test_migration_crash_part_way_is_redone(tmp_path, monkeypatch, crash_at):
     calls = []
     real_write, real_rename = fileutil.atomic_write, os.rename
 
-    def crashing_write(path, data, mode=0o644):
+    def crashing_write(path, data, mode=0o644, durable=True):
         calls.append(path)
         if len(calls) == crash_at:
             raise OSError(28, "No space left on device (simulated)")
-        return real_write(path, data, mode)
+        return real_write(path, data, mode, durable)
 
     def crashing_rename(src, dst):
         if src.endswith("deployments.json"):
@@ -595,6 +595,20 @@ def test_migration_crash_part_way_is_redone(tmp_path, monkeypatch, crash_at):
     lines = index_lines(store, "test_user", "test_service")
     assert len(lines) == len(set(lines)) == 4 and lines == sorted(lines)
     assert not store.migrate()
+
+
+def test_migration_syncs_its_files_before_its_last_step(tmp_path, monkeypatch):
+    """The migration writes its files without an fsync each, so it must sync them all before
+    deployments.json is renamed: after the rename nothing would redo them."""
+    legacy_folder(tmp_path)
+    events = []
+    real_sync, real_rename = os.sync, os.rename
+    monkeypatch.setattr(storemod.os, "sync", lambda: events.append("sync") or real_sync())
+    monkeypatch.setattr(storemod.os, "rename", lambda src, dst: events.append(
+        "rename " + os.path.basename(src)) or real_rename(src, dst))
+    assert MetadataStore(str(tmp_path)).migrate()
+    assert [e for e in events if not e.startswith("rename .tmp-")] == ["sync", "rename deployments.json"]
+    assert events[-1] == "rename deployments.json" and len(events) > 10
 
 
 def test_migration_is_idempotent_when_redone(tmp_path):
