@@ -174,12 +174,12 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
                                     "object": _summary(definition)})
                     continue
                 raise
+        except ValueError as exc:
+            raise ApplyError("cannot apply %s: %s" % (label, exc), applied)
         except ApiException as exc:
             # The API server may echo the request body in its message: never for a Secret.
             why = "%s %s" % (exc.status, exc.reason) if kind == "Secret" else api_error_message(exc)
             raise ApplyError("cannot apply %s: %s" % (label, why), applied)
-        except ValueError as exc:
-            raise ApplyError("cannot apply %s: %s" % (label, exc), applied)
         created = status == 201
         applied.append({"ref": object_ref(obj, created), "changed": created or _changed_since(obj, since),
                         "object": _summary(obj)})

@@ -22,6 +22,12 @@ try:
     # ApiException is re-exported for the modules
     import kubernetes
     from kubernetes.client.rest import ApiException  # pylint: disable=unused-import
+
+    # The client imports these lazily, on first use. Touch them here, at import: the
+    # collection's action plugins are loaded once by the controller before it forks a
+    # worker per task, so every worker then shares them instead of importing them again.
+    _EAGER = (kubernetes.client.ApiClient, kubernetes.client.CoreV1Api, kubernetes.client.AppsV1Api,
+              kubernetes.client.StorageV1Api, kubernetes.config.load_kube_config, kubernetes.watch.Watch)
     HAS_KUBERNETES = True
     KUBERNETES_IMPORT_ERROR = None
 except ImportError as _exc:  # pragma: no cover - reported by the modules

@@ -351,6 +351,6 @@ def statefulset_drift(sts, req, container="elasticsearch", aspects=("replicas", 
     for kind, name, want in wanted:
         have = (resources.get(kind) or {}).get(name)
         if (want is None and have is not None) or (want is not None and not _same_quantity(have, want)):
-            drift.append("container %s %s %s is %s, requested %s" % (container, kind, name, have,
-                                                                      "none" if want is None else want))
+            drift.append("container %s %s %s is %s, requested %s"
+                         % (container, kind, name, have, "none" if want is None else want))
     return drift

@@ -224,16 +224,16 @@ def run(params, check_mode, warn):
             except ApiException as exc:
                 classes = None
                 warn("cannot list StorageClasses to check allowVolumeExpansion (%s); "
-                            "the API server will refuse the patch if expansion is not allowed"
-                            % api_error_message(exc))
+                     "the API server will refuse the patch if expansion is not allowed"
+                     % api_error_message(exc))
             if classes is not None:
                 check_expandable(growing, classes, namespace)
 
         for template, template_size in _template_sizes(sts).items():
             if template_size and parse_size(template_size, "template size") != parse_size(size, "disk_size"):
                 warn("volumeClaimTemplate %s of statefulset %s requests %s (templates are immutable): "
-                            "PVCs created later from it start at that size, not %s"
-                            % (template, sts_name, template_size, size))
+                     "PVCs created later from it start at that size, not %s"
+                     % (template, sts_name, template_size, size))
 
         result["pvcs"] = [dict(name=p["name"], old=p["old"], new=p["new"], changed=p["change"],
                                capacity=pvc_capacity(by_name[p["name"]])) for p in plan]

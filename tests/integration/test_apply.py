@@ -6,7 +6,11 @@ import json
 import pytest
 from kubernetes.client.rest import ApiException
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.apply import FIELD_MANAGER, ApplyError, apply_objects
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.apply import (
+    FIELD_MANAGER,
+    ApplyError,
+    apply_objects,
+)
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import client_from_params
 
 
@@ -32,8 +36,8 @@ def test_created_is_what_the_server_says(cluster, api, namespace):
     assert [e["ref"] for e in first] == [{"kind": "ConfigMap", "api_version": "v1", "name": "a",
                                           "namespace": namespace, "created": True}]
     again = apply_objects(api, [config_map("a", x="2"), config_map("b", y="1")], namespace)
-    assert [(e["ref"]["name"], e["ref"]["created"], e["changed"]) for e in again] == [("a", False, True),
-                                                                                       ("b", True, True)]
+    assert [(e["ref"]["name"], e["ref"]["created"], e["changed"]) for e in again] == [
+        ("a", False, True), ("b", True, True)]
     live = cluster.core.read_namespaced_config_map("a", namespace)
     assert live.data == {"x": "2"}
     assert [m.manager for m in live.metadata.managed_fields] == [FIELD_MANAGER]
