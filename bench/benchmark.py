@@ -509,7 +509,8 @@ def playbook_run(args, tenants, batch, prefix, sample_memory=False, data_dir=Non
         inv = inventory(os.path.join(work, "hosts.yml"), tenants, batch)
         cmd = [args.ansible_playbook, PLAYBOOK, "-i", inv, "-e", "es_data_dir=" + data]
         if batch:
-            cmd += ["-e", "es_target_hosts=all", "--forks", str(len(tenants))]
+            cmd += ["-e", "es_target_hosts=all", "--forks", str(min(len(tenants), args.forks or len(tenants)))]
+        cmd += args.playbook_arg
         result = run_process(cmd, args.repo, ansible_env(sim.kubeconfig), os.path.join(work, "ansible.log"),
                              sample_memory=sample_memory, sim_pid=sim.proc.pid)
         reports = read_reports(data)
@@ -1113,6 +1114,11 @@ def parse_args(argv):
     p.add_argument("--kubectl", default="/usr/bin/kubectl" if os.path.exists("/usr/bin/kubectl") else "kubectl")
     p.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                    help="before each measured run wait up to SECONDS for the rest of the machine to be idle")
+    p.add_argument("--forks", type=int, default=10,
+                   help="forks of a batch run, capped at the tenants (default %(default)s, the README's advice;"
+                        " 0: as many as tenants)")
+    p.add_argument("--playbook-arg", action="append", default=[], metavar="ARG",
+                   help="extra ansible-playbook argument for the collection's runs (repeatable), e.g. -e x=y")
     p.add_argument("--tmp", default="/tmp", help="parent folder of the temporary data folders")
     p.add_argument("--keep", action="store_true", help="keep the temporary folders (logs, data) for inspection")
     args = p.parse_args(argv)

@@ -9,7 +9,7 @@ __metaclass__ = type  # noqa: UP001 -- Ansible plugin boilerplate
 from decimal import Decimal
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.apply import object_ref
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.manifests import object_ref
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import parse_quantity, statefulset_drift
 
 

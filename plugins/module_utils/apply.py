@@ -17,6 +17,7 @@ __metaclass__ = type  # noqa: UP001
 import datetime
 import json
 
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.manifests import object_ref
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import (
     ApiException,
     api_error_message,
@@ -80,18 +81,6 @@ class Resolver:
         if not found:
             raise ValueError("the cluster does not serve kind %s in apiVersion %s" % (kind, api_version))
         return found
-
-
-def object_ref(obj, created=None):
-    """``{kind, api_version, name[, namespace][, created]}`` of an object."""
-    obj = obj or {}
-    meta = obj.get("metadata") or {}
-    ref = {"kind": obj.get("kind"), "api_version": obj.get("apiVersion"), "name": meta.get("name")}
-    if meta.get("namespace"):
-        ref["namespace"] = meta["namespace"]
-    if created is not None:
-        ref["created"] = created
-    return ref
 
 
 def _summary(obj):

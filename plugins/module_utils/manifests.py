@@ -13,8 +13,7 @@ every object:
 - the object is not one of the ``reserved`` ``Kind/name`` pairs (the platform's own
   objects) and is not defined twice.
 
-It returns the definitions in file order, ready for ``kubernetes.core.k8s``
-``definition:``. Error messages name the file and the object.
+It returns the definitions in file order, ready for ``es_apply``. Error messages name the file and the object.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -180,3 +179,15 @@ def load_objects(paths, namespace, reserved=()):
 def load(paths, namespace, reserved=()):
     """Read and check the manifests in ``paths``; return their definitions in file order."""
     return [definition for _path, definition in load_objects(paths, namespace, reserved)]
+
+
+def object_ref(obj, created=None):
+    """``{kind, api_version, name[, namespace][, created]}`` of an object."""
+    obj = obj or {}
+    meta = obj.get("metadata") or {}
+    ref = {"kind": obj.get("kind"), "api_version": obj.get("apiVersion"), "name": meta.get("name")}
+    if meta.get("namespace"):
+        ref["namespace"] = meta["namespace"]
+    if created is not None:
+        ref["created"] = created
+    return ref

@@ -26,7 +26,7 @@ attributes:
     description: Read-only.
 options:
   data_dir:
-    description: Data folder holding C(deployments.json), C(tenant_data/) and C(deployment_reports/).
+    description: Data folder holding C(deployments/), C(tenant_data/) and C(deployment_reports/).
     type: path
     required: true
   user:

@@ -15,7 +15,7 @@ short_description: Record a tenant cluster in the metadata store (begin, sync, c
 version_added: "0.1.0"
 description:
   - Manages the tenant container record C(<data_dir>/tenant_data/{user}_{service_name}.json)
-    and the deployment status in C(<data_dir>/deployments.json).
+    and the deployment status in C(<data_dir>/deployments/<user>/<service_name>.json).
   - Every write is atomic and serialized by a lock on C(<data_dir>/.lock), so parallel runs
     (C(--forks), AWX, several C(ansible-playbook) processes) are safe.
   - C(begin) is stage 0. It refuses a second create of a cluster that is being created by another
@@ -31,7 +31,7 @@ attributes:
     description: In check mode every rule is checked and the would-be records are returned; nothing is written.
 options:
   data_dir:
-    description: Data folder holding C(tenant_data/), C(deployments.json) and C(deployment_reports/).
+    description: Data folder holding C(tenant_data/), C(deployments/) and C(deployment_reports/).
     type: path
     required: true
   state:
@@ -135,7 +135,7 @@ record:
     created_at: "2024-01-01T00:00:00Z"
     deployment_id: "20240101T000000-abc123"
 deployment:
-  description: The C(deployments.json) entry of the pair after the step.
+  description: The deployment status entry of the pair after the step.
   returned: always
   type: dict
   sample:
