@@ -12,9 +12,9 @@ DOCUMENTATION = r"""
 module: es_apply
 short_description: Apply a tenant's Kubernetes objects in one call with server-side apply
 description:
-  - Applies O(definitions) in order with server-side apply under the field manager C(es-serverless)
-    (conflicts with other managers are forced: these objects are the collection's), one request per
-    object and no read before the write.
+  - Applies O(definitions) in order with server-side apply under the field manager C(es-serverless),
+    one request per object and no read before the write. Conflicts with other field managers are
+    forced, because these objects are the collection's.
   - The answer of each request says whether this call created the object, so a rollback removes
     exactly what the run created, also when the call fails part-way (RV(created) is returned then too).
   - Kinds of the stable Kubernetes API the collection renders are mapped without discovery; any other
