@@ -9,7 +9,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_module(tmp_path, module, args, env=None, verbosity=None, timeout=240):
+def run_module(tmp_path, module, args, env=None, verbosity=None, timeout=240, interpreter=sys.executable):
     """``(CompletedProcess, host result dict)`` of ``yunpeng.es_serverless.<module>``.
     Runs in ``tmp_path`` with no ansible.cfg, so only what is given here applies."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") and k != "GITLAB_TOKEN"}
@@ -22,7 +22,7 @@ def run_module(tmp_path, module, args, env=None, verbosity=None, timeout=240):
     })
     full_env.update(env or {})
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-c", "local", "-i", "localhost,",
-           "-e", "ansible_python_interpreter=%s" % sys.executable, "-m", "yunpeng.es_serverless." + module,
+           "-e", "ansible_python_interpreter=%s" % interpreter, "-m", "yunpeng.es_serverless." + module,
            "-a", json.dumps(args)]
     if verbosity:
         cmd.append(verbosity)

@@ -20,6 +20,7 @@ import json
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.manifests import object_ref
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import (
     ApiException,
+    K8sClientError,
     api_error_message,
     request_json,
 )
@@ -163,7 +164,7 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
                                     "object": _summary(definition)})
                     continue
                 raise
-        except ValueError as exc:
+        except (ValueError, K8sClientError) as exc:
             raise ApplyError("cannot apply %s: %s" % (label, exc), applied)
         except ApiException as exc:
             # The API server may echo the request body in its message: never for a Secret.

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 try:
     # ApiException is re-exported for the modules
     import kubernetes
+    import urllib3
     from kubernetes.client.rest import ApiException  # pylint: disable=unused-import
 
     # The client imports these lazily, on first use. Touch them here, at import: the
@@ -214,7 +215,11 @@ def request_json(api_client, method, path, query=None, body=None, content_type="
     if query:
         url += "?" + urlencode(query)
     # Clients before v35 raise ApiException for a non-2xx answer here; later ones return it.
-    response = api_client.rest_client.request(method, url, headers=headers, body=body, _request_timeout=timeout)
+    try:
+        response = api_client.rest_client.request(method, url, headers=headers, body=body,
+                                                  _request_timeout=timeout)
+    except urllib3.exceptions.HTTPError as exc:
+        raise K8sClientError("cannot reach the Kubernetes API server at %s: %s" % (configuration.host, exc))
     data = getattr(response, "data", None)
     if data is None:
         response.read()
