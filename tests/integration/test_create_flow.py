@@ -3,11 +3,14 @@ asserting on report files, the deployment log, the metadata store and the
 objects in the cluster."""
 
 import base64
+import hashlib
 import json
 import os
 import re
 import time
 
+import pytest
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import BAD_REGISTRY
@@ -95,6 +98,7 @@ def test_cpu_tenant_nine_reports_metadata_and_objects(cluster, data_dir):
     assert es.resources.requests == {"cpu": "500m", "memory": "1Gi"}
     assert es.resources.limits == {"cpu": "2", "memory": "2Gi"}
     assert sts.status.ready_replicas == 1
+    assert_pod_hardening(cluster, sts, cm, "es-test", anti_affinity="soft")
     pvc = cluster.core.read_namespaced_persistent_volume_claim("elasticsearch-data-elasticsearch-0", "es-test")
     assert pvc.spec.resources.requests["storage"] == "10Gi"
     kibana = cluster.apps.read_namespaced_deployment("kibana", "es-test")
@@ -106,6 +110,47 @@ def test_cpu_tenant_nine_reports_metadata_and_objects(cluster, data_dir):
     assert len(password) >= 24
     assert password not in all_files_text(data_dir)
     assert password not in output(proc)
+
+
+def assert_pod_hardening(cluster, sts, cm, namespace, anti_affinity):
+    pod = sts.spec.template.spec
+    assert pod.automount_service_account_token is False
+    assert pod.termination_grace_period_seconds == 180
+    ctx = pod.security_context
+    assert (ctx.run_as_user, ctx.run_as_group, ctx.run_as_non_root, ctx.fs_group) == (1000, 1000, True, 1000)
+    es = [c for c in pod.containers if c.name == "elasticsearch"][0]
+    assert es.security_context.allow_privilege_escalation is False and es.security_context.privileged is False
+    assert es.security_context.capabilities.drop == ["ALL"]
+    spread = pod.affinity.pod_anti_affinity
+    if anti_affinity == "soft":
+        assert spread.required_during_scheduling_ignored_during_execution is None
+        term = spread.preferred_during_scheduling_ignored_during_execution[0].pod_affinity_term
+    else:
+        assert spread.preferred_during_scheduling_ignored_during_execution is None
+        term = spread.required_during_scheduling_ignored_during_execution[0]
+    assert term.topology_key == "kubernetes.io/hostname"
+    assert term.label_selector.match_labels == {"app": "elasticsearch"}
+    # The checksum of the ConfigMap's data is on the pod template: a changed configuration rolls the pods.
+    digest = hashlib.sha256(json.dumps(cm.data, sort_keys=True).encode()).hexdigest()
+    assert sts.spec.template.metadata.annotations["es.yunpeng.cn/config-checksum"] == digest
+    kibana = cluster.apps.read_namespaced_deployment("kibana", namespace).spec.template.spec
+    assert kibana.automount_service_account_token is False and kibana.security_context.run_as_non_root is True
+    assert kibana.containers[0].security_context.allow_privilege_escalation is False
+    pdb = client.PolicyV1Api(cluster.api).read_namespaced_pod_disruption_budget("elasticsearch", namespace)
+    assert pdb.spec.max_unavailable == 1 and pdb.spec.selector.match_labels == {"app": "elasticsearch"}
+
+
+def test_hard_anti_affinity_puts_each_node_on_its_own_kubernetes_node(cluster, data_dir):
+    if cluster.controlplane is None:
+        pytest.skip("the scheduler's spreading needs the control plane's two nodes; the simulator has one")
+    vars_ = tenant_vars("spread_user", "svc", "es-spread", es_replicas=2, es_anti_affinity="hard")
+    proc = run_playbook(cluster.kubeconfig, data_dir, vars_)
+    assert proc.returncode == 0, output(proc)
+    sts = cluster.apps.read_namespaced_stateful_set("elasticsearch", "es-spread")
+    cm = cluster.core.read_namespaced_config_map("elasticsearch-config", "es-spread")
+    assert_pod_hardening(cluster, sts, cm, "es-spread", anti_affinity="hard")
+    pods = cluster.core.list_namespaced_pod("es-spread", label_selector="app=elasticsearch").items
+    assert len(pods) == 2 and len({p.spec.node_name for p in pods}) == 2
 
 
 def test_gpu_tenant_ten_reports(cluster, data_dir):

@@ -27,9 +27,11 @@ RESOURCES = [
     Resource("apps", "v1", "controllerrevisions", "ControllerRevision", True, [], [], "controllerrevision"),
     Resource("batch", "v1", "jobs", "Job", True, [], ["status"], "job"),
     Resource("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ["sc"], [], "storageclass"),
+    Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ["pdb"], ["status"],
+             "poddisruptionbudget"),
 ]
 
-GROUPS = ["apps", "batch", "storage.k8s.io"]
+GROUPS = ["apps", "batch", "policy", "storage.k8s.io"]
 
 # the ``all`` category of a real server (``kubectl get all``)
 CATEGORY_ALL = {"pods", "services", "statefulsets", "deployments", "replicasets", "jobs"}
