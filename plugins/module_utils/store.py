@@ -725,11 +725,14 @@ def query(data_dir, user=None, service_name=None, deployment_id=None, log_file=N
     """Where is my cluster? The one answer of the module, the lookup and any CLI.
 
     Returns ``{"deployments": [...], "tenant": record or None, "reports": [{"file", "path",
-    "report"}, ...], "latest_report": last of reports or None, "log_tail": [...]}``.
+    "report"}, ...], "latest_report": ..., "log_tail": [...]}``.
 
     * ``deployments``: ``list_deployments(user, service_name)``.
     * With both ``user`` and ``service_name`` (a pair): ``tenant`` is its record, ``reports``
       its reports in write order from its index (only those of ``deployment_id`` when given),
+      ``latest_report`` the last of them that belongs to the deployment its status names (a run
+      refused at stage 0 has its own deployment id and never becomes the pair's latest report;
+      without a status, or with ``deployment_id``, simply the last one),
       and ``log_tail`` the log lines of its last ``log_lines`` reports (of every deployment),
       each ``reports.log_line(report)``, exactly the line appended when the report was written.
       Only the pair's files are read; the log is not.
@@ -746,7 +749,10 @@ def query(data_dir, user=None, service_name=None, deployment_id=None, log_file=N
         result["tenant"] = store.get_tenant(user, service_name)
         result["reports"] = [item for item in found
                              if deployment_id is None or item["report"].get("deployment_id") == deployment_id]
-        result["latest_report"] = result["reports"][-1] if result["reports"] else None
+        current = result["deployments"][0].get("deployment_id") if result["deployments"] else None
+        own = [item for item in result["reports"] if item["report"].get("deployment_id") == current]
+        latest = own or result["reports"]
+        result["latest_report"] = latest[-1] if latest else None
         if log_lines > 0:
             result["log_tail"] = [reports.log_line(item["report"]) for item in found[-log_lines:]]
     else:

@@ -92,7 +92,11 @@ reports:
   type: list
   elements: dict
 latest_report:
-  description: The last element of I(reports), or C(None).
+  description:
+    - The last report of the deployment the pair's status names, or C(None).
+    - A run refused at stage 0 (bad input, quota, a run already in progress) has its own deployment id;
+      its C(failed) report is in I(reports) and in the log but never the latest report of a live cluster.
+    - With I(deployment_id), the last element of I(reports).
   returned: always
   type: dict
 log_tail:

@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import query
 from tests.integration.conftest import BAD_REGISTRY
 from tests.integration.flow import (
     MESSAGES,
@@ -336,6 +337,9 @@ def test_second_run_for_the_same_tenant_is_refused_while_the_first_is_creating(c
     assert [b["status"] for _u, b in got if b["deployment_id"] == first_id] == CPU_STATUSES
     assert find_deployment(data_dir, "dup_user", "svc")["status"] == "created"
     assert tenant_record(data_dir, "dup_user", "svc")["status"] == "created"
+    # The refusal is history, not the cluster's latest report.
+    latest = query(data_dir, "dup_user", "svc")["latest_report"]["report"]
+    assert (latest["status"], latest["deployment_id"]) == ("completed", first_id)
 
 
 def test_api_server_error_mid_flow_rolls_back(sim_cluster, data_dir):

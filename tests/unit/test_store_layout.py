@@ -275,6 +275,23 @@ def test_query_of_a_pair(store, tmp_path):
     assert nobody == {"deployments": [], "tenant": None, "reports": [], "latest_report": None, "log_tail": []}
 
 
+def test_a_refused_run_does_not_become_the_latest_report_of_a_live_cluster(store, tmp_path):
+    seed(store)
+    refused = reports.build("failed", ident("test_user", "test_service", "es-test"), "dep9",
+                            message=reports.failed_message("metadata", "already exists"))
+    outcome = store.fail("test_user", "test_service", "es-test", "dep9", "metadata", "already exists")
+    assert outcome["status_changed"] is False
+    store.write_report(None, refused)
+    answer = query(str(tmp_path), "test_user", "test_service", log_lines=1)
+    assert answer["deployments"][0]["status"] == "created" and answer["deployments"][0]["deployment_id"] == "dep1"
+    assert answer["latest_report"]["report"]["status"] == "completed"
+    assert answer["latest_report"]["report"]["deployment_id"] == "dep1"
+    assert answer["reports"][-1]["report"]["deployment_id"] == "dep9"  # the refusal stays in the history
+    assert answer["log_tail"] == [reports.log_line(refused)]  # and in the log
+    mine = query(str(tmp_path), "test_user", "test_service", deployment_id="dep9")
+    assert mine["latest_report"]["report"]["deployment_id"] == "dep9"
+
+
 def test_query_without_a_pair(store, tmp_path):
     seed(store)
     log = (tmp_path / "deployment.log").read_text().splitlines()
