@@ -10,7 +10,12 @@ from decimal import Decimal
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.manifests import object_ref
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import parse_quantity, statefulset_drift
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import (
+    RequestError,
+    parse_quantity,
+    statefulset_drift,
+)
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import tenant_quota as _tenant_quota
 
 
 def _has_registry(first):
@@ -50,6 +55,13 @@ def heap_options(mem_limit, fraction=0.5):
     return ["-Xms%dm" % mib, "-Xmx%dm" % mib]
 
 
+def tenant_quota(req, kibana_replicas=0, kibana_requests=None, kibana_limits=None):
+    try:
+        return _tenant_quota(req, kibana_replicas, kibana_requests, kibana_limits)
+    except RequestError as exc:
+        raise AnsibleFilterError("tenant_quota: %s" % exc)
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -58,4 +70,5 @@ class FilterModule:
             "object_ref": object_ref,
             "heap_options": heap_options,
             "statefulset_drift": statefulset_drift,
+            "tenant_quota": tenant_quota,
         }

@@ -10,6 +10,7 @@ every object:
 - the kind is not cluster-scoped (``CLUSTER_SCOPED_KINDS``: every cluster-scoped
   kind of the Kubernetes API, plus well-known cluster-scoped custom kinds);
 - ``metadata.namespace``, when set, is the tenant namespace; when missing it is set;
+- the kind is not one of the platform's guard rails (``GUARD_RAIL_KINDS``);
 - the object is not one of the ``reserved`` ``Kind/name`` pairs (the platform's own
   objects) and is not defined twice.
 
@@ -37,6 +38,10 @@ HAS_YAML = esconfig.HAS_YAML
 YAML_IMPORT_ERROR = esconfig.YAML_IMPORT_ERROR
 
 EXTENSIONS = (".yml", ".yaml", ".json")
+
+# Kinds a tenant may not add to its namespace: the platform's guard rails (a second
+# ResourceQuota, LimitRange or an allowing NetworkPolicy would loosen them).
+GUARD_RAIL_KINDS = ("resourcequota", "limitrange", "networkpolicy")
 
 # Cluster-scoped kinds of the Kubernetes API (1.25 - 1.35), and well-known
 # cluster-scoped kinds of common add-ons. Compared case-insensitively; entries
@@ -135,6 +140,9 @@ def check_object(obj, path, namespace, reserved=()):
     if is_cluster_scoped(kind):
         raise ManifestError("manifest %s: %s is cluster-scoped (kind %s); only objects in the tenant namespace %s "
                             "are allowed" % (path, what, kind, namespace))
+    if kind.lower() in GUARD_RAIL_KINDS:
+        raise ManifestError("manifest %s: %s is a %s: the tenant namespace's quota, limits and network policy are "
+                            "the platform's; a tenant may not add to them" % (path, what, kind))
     if "%s/%s" % (kind, meta["name"]) in reserved:
         raise ManifestError("manifest %s: %s is managed by the platform and may not be defined by the tenant"
                             % (path, what))

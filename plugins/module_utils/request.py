@@ -354,3 +354,34 @@ def statefulset_drift(sts, req, container="elasticsearch", aspects=("replicas", 
             drift.append("container %s %s %s is %s, requested %s"
                          % (container, kind, name, have, "none" if want is None else want))
     return drift
+
+
+def tenant_quota(req, kibana_replicas=0, kibana_requests=None, kibana_limits=None):
+    """``spec.hard`` of the tenant namespace's ResourceQuota: what the request allows.
+
+    Elasticsearch (``replicas`` times the per-container values, the disk and GPUs) and Kibana
+    (``kibana_replicas`` times its ``cpu``/``memory`` requests and limits) together; pods and
+    claims counted exactly. Raises ``RequestError`` naming a Kibana value that is not a quantity.
+    """
+    replicas, kibanas = int(req["replicas"]), int(kibana_replicas)
+    kibana = {"requests": kibana_requests or {}, "limits": kibana_limits or {}}
+
+    def kibana_total(kind, name):
+        if not kibanas:
+            return decimal.Decimal(0)
+        value = kibana[kind].get(name)
+        try:
+            return parse_quantity(str(value)) * kibanas
+        except ValueError:
+            raise RequestError("kibana %s.%s" % (kind, name), "%s (got %s)" % (QUANTITY_RULE, echo(value)))
+
+    hard = {}
+    for kind, cpu, memory in (("requests", "cpu_request", "mem_request"), ("limits", "cpu_limit", "mem_limit")):
+        hard["%s.cpu" % kind] = format_quantity(parse_quantity(req[cpu]) * replicas + kibana_total(kind, "cpu"), "cpu")
+        hard["%s.memory" % kind] = format_quantity(
+            parse_quantity(req[memory]) * replicas + kibana_total(kind, "memory"), "bytes")
+    hard["requests.storage"] = format_quantity(parse_quantity(req["disk_size"]) * replicas, "bytes")
+    hard["persistentvolumeclaims"] = str(replicas)
+    hard["pods"] = str(replicas + kibanas)
+    hard["requests.%s" % GPU_RESOURCE] = str(int(req["gpu_count"]) * replicas)
+    return hard

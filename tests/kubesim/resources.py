@@ -29,9 +29,11 @@ RESOURCES = [
     Resource("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, ["sc"], [], "storageclass"),
     Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ["pdb"], ["status"],
              "poddisruptionbudget"),
+    Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ["netpol"], [],
+             "networkpolicy"),
 ]
 
-GROUPS = ["apps", "batch", "policy", "storage.k8s.io"]
+GROUPS = ["apps", "batch", "networking.k8s.io", "policy", "storage.k8s.io"]
 
 # the ``all`` category of a real server (``kubectl get all``)
 CATEGORY_ALL = {"pods", "services", "statefulsets", "deployments", "replicasets", "jobs"}

@@ -52,11 +52,20 @@ def test_empty_documents_skipped(tmp_path):
                                   "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
                                   "PersistentVolume", "StorageClass", "PriorityClass", "Node", "clusterrole"])
 def test_cluster_scoped_kinds_refused(tmp_path, kind):
+    _refused(tmp_path, kind, "%s/x is cluster-scoped" % kind)
+
+
+@pytest.mark.parametrize("kind", ["ResourceQuota", "LimitRange", "NetworkPolicy", "networkpolicy"])
+def test_guard_rail_kinds_refused(tmp_path, kind):
+    _refused(tmp_path, kind, "%s/x is a %s: the tenant namespace's quota" % (kind, kind))
+
+
+def _refused(tmp_path, kind, why):
     path = write(tmp_path, "k8s/bad.yml", "apiVersion: v1\nkind: %s\nmetadata:\n  name: x\n" % kind)
     with pytest.raises(ManifestError) as info:
         load([path], NS)
     assert path in info.value.message
-    assert "%s/x is cluster-scoped" % kind in info.value.message
+    assert why in info.value.message
 
 
 def test_every_cluster_scoped_kind_of_the_kubernetes_api_is_known():

@@ -237,3 +237,19 @@ def test_statefulset_drift_compares_by_value_and_names_each_difference():
         "container elasticsearch limits nvidia.com/gpu is 1, requested none",
     ]
     assert r.statefulset_drift({}, req, aspects=("replicas",)) == ["spec.replicas is None, requested 2"]
+
+
+def test_tenant_quota_adds_elasticsearch_and_kibana_and_names_a_bad_kibana_value():
+    req = r.validate(dict(user="u", service_name="s", namespace="es-a", replicas=3, cpu_request="0.5",
+                          cpu_limit="1500m", mem_request="1Gi", mem_limit="1536Mi", disk_size="10G"))
+    assert r.tenant_quota(req) == {
+        "requests.cpu": "1500m", "limits.cpu": "4500m", "requests.memory": "3Gi", "limits.memory": "4608Mi",
+        "requests.storage": "29296875Ki", "persistentvolumeclaims": "3", "pods": "3",
+        "requests.nvidia.com/gpu": "0"}
+    with_kibana = r.tenant_quota(req, 2, {"cpu": "250m", "memory": "512Mi"}, {"cpu": "1", "memory": "1Gi"})
+    assert with_kibana["requests.cpu"] == "2" and with_kibana["limits.memory"] == "6656Mi"
+    assert with_kibana["pods"] == "5" and with_kibana["persistentvolumeclaims"] == "3"
+    with pytest.raises(r.RequestError) as bad:
+        r.tenant_quota(req, 1, {"cpu": "lots", "memory": "1Gi"}, {"cpu": "1", "memory": "1Gi"})
+    assert str(bad.value).startswith("kibana requests.cpu: must be a Kubernetes quantity")
+    assert "'lots'" in str(bad.value)
