@@ -294,16 +294,6 @@ def read(data_dir, names, user, service_name):
     return out
 
 
-def list_reports(data_dir, user, service_name, deployment_id=None):
-    """Reports of exactly this pair, in order: ``store.MetadataStore(data_dir).list_reports``.
-
-    Kept for callers of the former reports API (``es_deployment_info`` until it calls
-    ``store.query``); the store owns the data folder and its index.
-    """
-    from ansible_collections.yunpeng.es_serverless.plugins.module_utils import store
-    return store.MetadataStore(data_dir).list_reports(user, service_name, deployment_id)
-
-
 def log_tail(log_file, user=None, service_name=None, lines=20, chunk=65536):
     """The last ``lines`` log lines (of the pair when ``user``/``service_name`` are given).
 
