@@ -13,6 +13,7 @@ from ansible_collections.yunpeng.es_serverless.plugins.module_utils.manifests im
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import (
     RequestError,
     parse_quantity,
+    request_changes as _request_changes,
     statefulset_drift,
 )
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import tenant_quota as _tenant_quota
@@ -55,11 +56,15 @@ def heap_options(mem_limit, fraction=0.5):
     return ["-Xms%dm" % mib, "-Xmx%dm" % mib]
 
 
-def tenant_quota(req, kibana_replicas=0, kibana_requests=None, kibana_limits=None):
+def tenant_quota(req, kibana_replicas=0, kibana_requests=None, kibana_limits=None, previous=None):
     try:
-        return _tenant_quota(req, kibana_replicas, kibana_requests, kibana_limits)
+        return _tenant_quota(req, kibana_replicas, kibana_requests, kibana_limits, previous)
     except RequestError as exc:
         raise AnsibleFilterError("tenant_quota: %s" % exc)
+
+
+def request_changes(req, previous=None, fields=None):
+    return dict((field, dict(change)) for field, change in _request_changes(previous, req, fields).items())
 
 
 class FilterModule:
@@ -69,6 +74,7 @@ class FilterModule:
             "name_refs": name_refs,
             "object_ref": object_ref,
             "heap_options": heap_options,
+            "request_changes": request_changes,
             "statefulset_drift": statefulset_drift,
             "tenant_quota": tenant_quota,
         }

@@ -16,6 +16,7 @@ __metaclass__ = type  # noqa: UP001
 
 import datetime
 import json
+import time
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.manifests import object_ref
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import (
@@ -102,6 +103,47 @@ def _changed_since(obj, since):
     return True
 
 
+# Server-set metadata that an object restored from a snapshot must not carry.
+SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
+                   "deletionTimestamp", "deletionGracePeriodSeconds")
+
+# The StatefulSet fields Kubernetes lets change; any other change (a new volumeClaimTemplates size)
+# needs the StatefulSet recreated.
+IMMUTABLE_STATEFULSET = "updates to statefulset spec for fields other than"
+
+
+def restorable(obj):
+    """``obj`` as read from the API server, reduced to what applying it back needs."""
+    meta = dict((k, v) for k, v in (obj.get("metadata") or {}).items() if k not in SERVER_METADATA)
+    out = dict((k, v) for k, v in obj.items() if k not in ("status", "metadata"))
+    out["metadata"] = meta
+    return out
+
+
+def _immutable_statefulset(kind, exc):
+    return kind == "StatefulSet" and exc.status == 422 and IMMUTABLE_STATEFULSET in (exc.body or "")
+
+
+def _delete_orphaning(api_client, path, timeout):
+    """Delete the object at ``path`` leaving its dependents (pods, claims) and wait until it is gone."""
+    try:
+        request_json(api_client, "DELETE", path, None, {"propagationPolicy": "Orphan"})
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            request_json(api_client, "GET", path)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        if time.monotonic() > deadline:
+            raise ValueError("it was deleted to be recreated but still exists after %ss" % timeout)
+        time.sleep(0.2)
+
+
 def _namespace_missing(exc):
     """A 404 whose Status names a namespace as the missing object."""
     if exc.status != 404:
@@ -114,13 +156,19 @@ def _namespace_missing(exc):
 
 
 def apply_objects(api_client, definitions, namespace=None, create_only=False, check_mode=False,
-                  field_manager=FIELD_MANAGER):
+                  field_manager=FIELD_MANAGER, snapshot=False, recreate=False, timeout=60):
     """Apply ``definitions`` in order and return one entry per object.
 
     Each entry: ``ref`` (kind, api_version, name, namespace, created), ``changed`` and
     ``object`` (the server's answer; Secrets without data). With ``create_only`` an object
     that exists is left as it is. In check mode the server runs the request as a dry run;
     an object whose namespace does not exist yet would be created.
+
+    With ``snapshot`` each object is read first: ``previous`` is what the API server held
+    (None when absent; Secrets are not kept) and ``changed`` means its resourceVersion moved.
+    With ``recreate`` a StatefulSet whose change Kubernetes forbids (volumeClaimTemplates) is
+    deleted with its pods and claims orphaned and applied again (``recreated``); the new
+    StatefulSet adopts the pods.
     """
     resolver = Resolver(api_client)
     applied = []
@@ -146,14 +194,35 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
                 collection = "%s/%s" % (group_version_path(api_version), resource)
             query = {"dryRun": "All"} if check_mode else {}
             since = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+            path = "%s/%s" % (collection, name)
+            previous, recreated = None, False
             try:
+                if snapshot:
+                    try:
+                        previous = request_json(api_client, "GET", path)[1]
+                    except ApiException as exc:
+                        if exc.status != 404:
+                            raise
                 if create_only:
                     query["fieldManager"] = field_manager
                     status, obj = request_json(api_client, "POST", collection, query, definition)
                 else:
                     query.update(fieldManager=field_manager, force="true")
-                    status, obj = request_json(api_client, "PATCH", "%s/%s" % (collection, name), query, definition,
-                                               content_type="application/apply-patch+yaml")
+                    try:
+                        status, obj = request_json(api_client, "PATCH", path, query, definition,
+                                                   content_type="application/apply-patch+yaml")
+                    except ApiException as exc:
+                        if not (recreate and _immutable_statefulset(kind, exc)):
+                            raise
+                        if check_mode:
+                            applied.append({"ref": object_ref(definition, False), "changed": True,
+                                            "recreated": True, "previous": _kept(previous),
+                                            "object": _summary(definition)})
+                            continue
+                        _delete_orphaning(api_client, path, timeout)
+                        recreated = True
+                        status, obj = request_json(api_client, "PATCH", path, query, definition,
+                                                   content_type="application/apply-patch+yaml")
             except ApiException as exc:
                 if create_only and exc.status == 409:
                     applied.append({"ref": object_ref(definition, False), "changed": False,
@@ -170,7 +239,20 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
             # The API server may echo the request body in its message: never for a Secret.
             why = "%s %s" % (exc.status, exc.reason) if kind == "Secret" else api_error_message(exc)
             raise ApplyError("cannot apply %s: %s" % (label, why), applied)
-        created = status == 201
-        applied.append({"ref": object_ref(obj, created), "changed": created or _changed_since(obj, since),
-                        "object": _summary(obj)})
+        created = status == 201 and not recreated
+        if snapshot:
+            changed = previous is None or recreated or (
+                (previous.get("metadata") or {}).get("resourceVersion") != (obj.get("metadata") or {}).get(
+                    "resourceVersion"))
+        else:
+            changed = created or recreated or _changed_since(obj, since)
+        applied.append({"ref": object_ref(obj, created), "changed": changed, "recreated": recreated,
+                        "previous": _kept(previous), "object": _summary(obj)})
     return applied
+
+
+def _kept(previous):
+    """The snapshot worth keeping for a rollback: none for Secrets (their data stays out of results)."""
+    if previous is None or previous.get("kind") == "Secret":
+        return None
+    return restorable(previous)

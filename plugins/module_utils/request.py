@@ -311,6 +311,36 @@ def compare_disk(existing, requested):
     return wanted > current
 
 
+# What an update may not change: the namespace (the cluster would have to move) and a smaller disk.
+def check_update(previous, req):
+    """Refuse an update of the cluster created by ``previous`` to ``req`` that cannot be done in place.
+
+    Raises ``RequestError`` naming the field: another namespace, or a smaller disk.
+    """
+    before, after = echo(previous.get("namespace")), echo(req["namespace"])
+    if req["namespace"] != previous.get("namespace"):
+        raise RequestError("namespace", "cannot change from %s to %s for an existing cluster; delete it and"
+                           " create it again in the other namespace" % (before, after))
+    compare_disk(previous.get("disk_size"), req["disk_size"])
+
+
+def request_changes(previous, req, fields=None):
+    """The request fields whose value differs: ``{field: {"from": old, "to": new}}`` in request order.
+
+    Quantities compare by value (``0.5`` and ``500m`` are the same); ``previous`` None means
+    a new cluster (every field is new, reported as an empty mapping: nothing to compare).
+    """
+    out = OrderedDict()
+    if not previous:
+        return out
+    for field in fields or REQUEST_FIELDS:
+        old, new = previous.get(field), req.get(field)
+        same = _same_quantity(old, new) if field in QUANTITY_FIELDS else old == new
+        if not same:
+            out[field] = OrderedDict([("from", old), ("to", new)])
+    return out
+
+
 GPU_RESOURCE = "nvidia.com/gpu"
 MAX_INDICES_ANNOTATION = "es.yunpeng.cn/max-indices"
 
@@ -356,13 +386,19 @@ def statefulset_drift(sts, req, container="elasticsearch", aspects=("replicas", 
     return drift
 
 
-def tenant_quota(req, kibana_replicas=0, kibana_requests=None, kibana_limits=None):
+def tenant_quota(req, kibana_replicas=0, kibana_requests=None, kibana_limits=None, previous=None):
     """``spec.hard`` of the tenant namespace's ResourceQuota: what the request allows.
 
     Elasticsearch (``replicas`` times the per-container values, the disk and GPUs) and Kibana
     (``kibana_replicas`` times its ``cpu``/``memory`` requests and limits) together; pods and
-    claims counted exactly. Raises ``RequestError`` naming a Kibana value that is not a quantity.
+    claims counted exactly. With ``previous`` (an update's live request), each value is the larger
+    of the two, so the pods of both specifications fit while the StatefulSet rolls.
+    Raises ``RequestError`` naming a Kibana value that is not a quantity.
     """
+    if previous:
+        now = tenant_quota(req, kibana_replicas, kibana_requests, kibana_limits)
+        before = tenant_quota(previous, kibana_replicas, kibana_requests, kibana_limits)
+        return dict((key, max(now[key], before[key], key=parse_quantity)) for key in now)
     replicas, kibanas = int(req["replicas"]), int(kibana_replicas)
     kibana = {"requests": kibana_requests or {}, "limits": kibana_limits or {}}
 

@@ -108,6 +108,15 @@ def _entry_sort_key(entry):
     return deployment_key(entry.get("user"), entry.get("service_name"))
 
 
+def _update_of(entry, deployment_id):
+    """The update that ``deployment_id`` runs on the created cluster of ``entry``, or None."""
+    running = (entry or {}).get("update")
+    if (isinstance(running, dict) and running.get("deployment_id") == deployment_id
+            and entry.get("status") == STATUS_CREATED):
+        return running
+    return None
+
+
 def check_deployment_id(deployment_id):
     if not isinstance(deployment_id, str) or not DEPLOYMENT_ID_RE.match(deployment_id):
         raise StoreError("deployment_id must be 1-128 characters of letters, digits, '.', '_', ':' or '-',"
@@ -500,16 +509,27 @@ class MetadataStore:
             if not check_only:
                 self._migrate()
             entry = self.get_deployment(user, service)
+            updating = False
             if entry is not None:
+                running = entry.get("update") or {}
+                if entry.get("status") == STATUS_CREATED and running.get("deployment_id") not in (None, deployment_id):
+                    raise StoreError("cluster %s of user %s is already being updated by deployment %s"
+                                     " (started %s); wait for it to finish or fail"
+                                     % (reqmod.echo(service), reqmod.echo(user), running.get("deployment_id"),
+                                        running.get("started_at")))
                 if entry.get("status") == STATUS_CREATING and entry.get("deployment_id") != deployment_id:
                     raise StoreError("cluster %s of user %s is already being created by deployment %s"
                                      " (started %s); wait for it to finish or fail"
                                      % (reqmod.echo(service), reqmod.echo(user), entry.get("deployment_id"),
                                         entry.get("created_at")))
                 if entry.get("status") == STATUS_CREATED:
-                    raise StoreError("cluster %s of user %s already exists (deployment %s, status created);"
-                                     " delete it before creating it again"
-                                     % (reqmod.echo(service), reqmod.echo(user), entry.get("deployment_id")))
+                    # Create for a created cluster converges it: an update, refused before anything
+                    # changes when it cannot be done in place.
+                    try:
+                        reqmod.check_update(entry.get("request") or {"namespace": entry.get("namespace")}, req)
+                    except reqmod.RequestError as exc:
+                        raise StoreError(str(exc))
+                    updating = True
             path = self.tenant_path(user, service)
             existing = self._read_record_file(path)
             if existing is not None:
@@ -519,7 +539,7 @@ class MetadataStore:
                                      % (os.path.join(TENANT_DIR, os.path.basename(path)),
                                         reqmod.echo(existing.get("user")), reqmod.echo(existing.get("service_name")),
                                         reqmod.echo(user), reqmod.echo(service)))
-                if existing.get("status") == STATUS_CREATED:
+                if existing.get("status") == STATUS_CREATED and not updating:
                     raise StoreError("cluster %s of user %s already exists (tenant record status created);"
                                      " delete it before creating it again" % (reqmod.echo(service), reqmod.echo(user)))
             other = self._namespace_holder(req["namespace"], user, service)
@@ -530,6 +550,13 @@ class MetadataStore:
                                     reqmod.echo(other.get("user")), other.get("status")))
             self.check_quota(req, quota)
 
+            if updating:
+                if check_only:
+                    return existing
+                entry["update"] = OrderedDict([("deployment_id", deployment_id), ("started_at", stamp),
+                                               ("request", dict(req))])
+                self._write_entry(entry)
+                return existing
             record = reqmod.record_fields(req)
             record["status"] = STATUS_CREATING
             record["created_at"] = stamp
@@ -548,6 +575,7 @@ class MetadataStore:
                 ("updated_at", stamp),
                 ("reports_dir", self.reports_dir),
                 ("request", dict(req)),
+                ("created_by", deployment_id),
             ])
             # The claim first: until the entry says this deployment is live, the claim is stale.
             self._write_claim(req["namespace"], user, service, deployment_id)
@@ -590,17 +618,28 @@ class MetadataStore:
         with fileutil.locked(self.data_dir):
             if not check_only:
                 self._migrate()
-            path, record = self._owned_record(user, service, deployment_id)
             entry = self.get_deployment(user, service)
+            running = _update_of(entry, deployment_id)
+            # An update rewrites the live cluster's record; the entry keeps the record it replaces
+            # so that a failed update can put it back.
+            first_sync = running is not None and "previous_record" not in running
+            path, record = self._owned_record(user, service, entry["deployment_id"] if first_sync else deployment_id)
+            previous_record = OrderedDict(record) if first_sync else None
             record.update(reqmod.record_fields(req))
-            record["status"] = STATUS_CREATING
+            record["status"] = STATUS_CREATING if running is None else STATUS_CREATED
+            record["deployment_id"] = deployment_id
             record["resources"] = resources or {}
             record["synced_at"] = stamp
             if check_only:
                 return record
-            self._update_entry(entry, user, service, deployment_id, stamp)
-            fileutil.write_json(path, record)
+            if running is None:
+                self._update_entry(entry, user, service, deployment_id, stamp)
+            else:
+                if first_sync:
+                    running["previous_record"] = previous_record
+                entry["updated_at"] = stamp
             self._write_entry(entry)
+            fileutil.write_json(path, record)
             return record
 
     # ----------------------------------------------------------------- stage 10
@@ -614,10 +653,19 @@ class MetadataStore:
                 self._migrate()
             path, record = self._owned_record(user, service, deployment_id)
             entry = self.get_deployment(user, service)
+            running = _update_of(entry, deployment_id)
             record["status"] = STATUS_CREATED
             record["sync_time"] = stamp
             if check_only:
                 return record, entry
+            if running is not None:
+                # The update's deployment becomes the live one; the cluster keeps its creation facts.
+                entry.pop("update")
+                entry.setdefault("created_by", entry.get("deployment_id"))
+                entry.update(deployment_id=deployment_id, request=running["request"], stage=None, error=None,
+                             last_update=OrderedDict([("deployment_id", deployment_id), ("status", STATUS_CREATED),
+                                                      ("started_at", running.get("started_at")),
+                                                      ("finished_at", stamp)]))
             entry = self._update_entry(entry, user, service, deployment_id, stamp,
                                        status=STATUS_CREATED, stage=None, error=None)
             fileutil.write_json(path, record)
@@ -645,6 +693,22 @@ class MetadataStore:
         with fileutil.locked(self.data_dir):
             if not check_only:
                 self._migrate()
+            entry = self.get_deployment(user, service_name)
+            running = _update_of(entry, deployment_id)
+            if running is not None:
+                # A failed update: the cluster stays created with its previous record; the failure
+                # is on record in the entry (and in the failed report).
+                entry.pop("update")
+                entry["last_update"] = OrderedDict([
+                    ("deployment_id", deployment_id), ("status", STATUS_FAILED), ("stage", _truncate(stage, 200)),
+                    ("error", _truncate(error)), ("started_at", running.get("started_at")), ("finished_at", stamp)])
+                entry["updated_at"] = stamp
+                result["deployment"] = entry
+                if not check_only:
+                    self._write_entry(entry)
+                    if running.get("previous_record") is not None:
+                        fileutil.write_json(self.tenant_path(user, service_name), running["previous_record"])
+                return result
             if reqmod.is_valid_name(user) and reqmod.is_valid_name(service_name):
                 path = self.tenant_path(user, service_name)
                 record = self._read_record_file(path)
@@ -653,7 +717,6 @@ class MetadataStore:
                     if not check_only:
                         fileutil.remove(path)
                     result["record_deleted"] = True
-            entry = self.get_deployment(user, service_name)
             if (entry is not None and entry.get("deployment_id") != deployment_id
                     and entry.get("status") in LIVE_STATUSES):
                 result["deployment"] = entry

@@ -44,6 +44,25 @@ options:
       - Create objects that do not exist and leave existing ones untouched.
     type: bool
     default: false
+  snapshot:
+    description:
+      - Read each object before applying it. RV(changed_objects) then lists exactly the objects whose
+        resourceVersion moved, and RV(previous) holds what they were, for a rollback. One more request
+        per object; an update uses it, a create does not need it.
+    type: bool
+    default: false
+  recreate:
+    description:
+      - When Kubernetes refuses a StatefulSet change (a field other than replicas, template, update
+        strategy, ordinals, retention policy or minReadySeconds, such as a larger volumeClaimTemplates
+        size), delete the StatefulSet with its pods and claims orphaned, wait until it is gone and apply
+        it again. The new StatefulSet adopts the running pods; they roll only if the pod template changed.
+    type: bool
+    default: false
+  wait_timeout:
+    description: Seconds to wait for a StatefulSet deleted by O(recreate) to be gone.
+    type: int
+    default: 60
 notes:
   - Supports check mode.
 """
@@ -69,6 +88,23 @@ created:
   returned: always
   type: list
   elements: dict
+changed_objects:
+  description: References of the objects this call created or changed (with O(snapshot), by resourceVersion).
+  returned: always
+  type: list
+  elements: dict
+recreated:
+  description: References of the StatefulSets that O(recreate) deleted and applied again.
+  returned: always
+  type: list
+  elements: dict
+previous:
+  description:
+    - With O(snapshot), each changed object that existed before, as the API server held it, without
+      server-set metadata and status (Secrets never), ready to be applied back by a rollback.
+  returned: always
+  type: list
+  elements: dict
 resources:
   description: The objects as the API server answered (Secrets without their data).
   returned: success
@@ -90,6 +126,9 @@ ARGUMENT_SPEC = dict(
         definitions=dict(type="list", elements="dict", required=True),
         namespace=dict(type="str"),
         create_only=dict(type="bool", default=False),
+        snapshot=dict(type="bool", default=False),
+        recreate=dict(type="bool", default=False),
+        wait_timeout=dict(type="int", default=60),
     ),
     supports_check_mode=True,
 )
@@ -97,8 +136,11 @@ ARGUMENT_SPEC = dict(
 
 def _outcome(applied):
     refs = [entry["ref"] for entry in applied]
-    return dict(changed=any(entry["changed"] for entry in applied), objects=refs,
-                created=[ref for ref in refs if ref["created"]])
+    changed = [entry for entry in applied if entry["changed"]]
+    return dict(changed=bool(changed), objects=refs, created=[ref for ref in refs if ref["created"]],
+                changed_objects=[entry["ref"] for entry in changed],
+                recreated=[entry["ref"] for entry in applied if entry.get("recreated")],
+                previous=[entry["previous"] for entry in changed if entry.get("previous")])
 
 
 def run(params, check_mode, warn):
@@ -108,7 +150,9 @@ def run(params, check_mode, warn):
         raise entry.ModuleFailed("cannot connect to Kubernetes: %s" % exc, changed=False, objects=[], created=[])
     try:
         applied = apply_objects(api_client, params["definitions"], params["namespace"],
-                                create_only=params["create_only"], check_mode=check_mode)
+                                create_only=params["create_only"], check_mode=check_mode,
+                                snapshot=params["snapshot"], recreate=params["recreate"],
+                                timeout=params["wait_timeout"])
     except ApplyError as exc:
         raise entry.ModuleFailed(exc.message, **_outcome(exc.applied))
     return dict(_outcome(applied), resources=[entry["object"] for entry in applied])

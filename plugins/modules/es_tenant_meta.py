@@ -18,11 +18,17 @@ description:
     and the deployment status in C(<data_dir>/deployments/<user>/<service_name>.json).
   - Every write is atomic and serialized by a lock on C(<data_dir>/.lock), so parallel runs
     (C(--forks), AWX, several C(ansible-playbook) processes) are safe.
-  - C(begin) is stage 0. It refuses a second create of a cluster that is being created by another
-    deployment or already exists, a file-name collision with another user/service pair, a namespace
-    used by another live cluster, and quota excess; then it writes the record with status C(creating).
+  - C(begin) is stage 0. It refuses a create of a cluster that is being created or updated by another
+    deployment, a file-name collision with another user/service pair, a namespace used by another
+    live cluster, and quota excess (the pair's own cluster counted once, with the new request); then
+    it writes the record with status C(creating).
+  - For a pair whose cluster is C(created), C(begin) starts an update instead. It refuses another
+    namespace and a smaller disk, naming the field, and records the running update in the entry
+    (C(update)). The tenant record and the status stay those of the live cluster.
   - C(sync) is stage 9 (full resource configuration in the record), C(complete) marks both records
-    C(created), C(fail) is the rollback (record of this run deleted, deployment status C(failed)).
+    C(created) (for an update, its deployment becomes the live one), C(fail) is the rollback, with
+    the record of this run deleted and the deployment status C(failed); for an update, the previous
+    record put back, the status left C(created) and the failure kept in the entry's C(last_update).
 author:
   - ES Serverless platform team (@yunpeng)
 attributes:
@@ -149,6 +155,23 @@ deployment:
     created_at: "2024-01-01T00:00:00Z"
     updated_at: "2024-01-01T00:00:05Z"
     reports_dir: /var/lib/es_serverless/deployment_reports
+operation:
+  description:
+    - For C(begin), C(create) for a new cluster, C(update) when the pair has a created cluster that
+      this run converges to the request (its previous request is in RV(previous_request)).
+  returned: when state is begin
+  type: str
+  sample: update
+previous_request:
+  description: For C(begin) of an update, the request the live cluster was made with; C(None) otherwise.
+  returned: when state is begin
+  type: dict
+cluster_deployment_id:
+  description:
+    - For C(begin), the deployment that created the cluster (this run's for a new cluster). The
+      cluster's objects carry it, so that an update with the same request changes nothing.
+  returned: when state is begin
+  type: str
 record_deleted:
   description: For C(fail), whether this run's tenant record was deleted.
   returned: when state is fail
@@ -198,7 +221,14 @@ def run(params, check_mode, warn):
         if state == "begin":
             result["record"] = store.begin(params["request"], params["deployment_id"], params["quota"],
                                            check_only=check)
-            result["deployment"] = store.get_deployment(result["record"]["user"], result["record"]["service_name"])
+            req = params["request"]
+            live = store.get_deployment(req["user"], req["service_name"]) or {}
+            result["deployment"] = live or None
+            updating = (live.get("update") or {}).get("deployment_id") == params["deployment_id"]
+            result["operation"] = "update" if updating else "create"
+            result["previous_request"] = live.get("request") if updating else None
+            result["cluster_deployment_id"] = (live.get("created_by") or live.get("deployment_id")
+                                               if updating else params["deployment_id"])
             result["changed"] = True
         elif state == "sync":
             result["record"] = store.sync(params["request"], params["deployment_id"], params["resources"] or {},

@@ -50,7 +50,7 @@ def test_begin_writes_record_and_status(store, tmp_path):
     }
     entry = json.loads((tmp_path / "deployments" / "test_user" / "test_service.json").read_text())
     assert list(entry) == ["user", "service_name", "namespace", "deployment_id", "status", "stage", "error",
-                           "created_at", "updated_at", "reports_dir", "request"]
+                           "created_at", "updated_at", "reports_dir", "request", "created_by"]
     assert {k: entry[k] for k in ("user", "service_name", "namespace", "deployment_id", "status", "stage", "error",
                                   "created_at", "updated_at", "reports_dir")} == {
         "user": "test_user", "service_name": "test_service", "namespace": "es-test", "deployment_id": "dep1",
@@ -79,11 +79,67 @@ def test_second_run_refused_while_creating(store):
     assert store.get_tenant("test_user", "test_service")["deployment_id"] == "dep1"
 
 
-def test_created_cluster_refused(store):
-    store.begin(req(), "dep1")
-    store.complete(req(), "dep1")
-    with pytest.raises(StoreError, match="already exists.*delete it"):
-        store.begin(req(), "dep2")
+def created(store, request=None, deployment_id="dep1"):
+    request = request or req()
+    store.begin(request, deployment_id)
+    store.sync(request, deployment_id, {"replicas": request["replicas"]})
+    store.complete(request, deployment_id)
+
+
+def test_create_for_a_created_cluster_begins_an_update(store):
+    created(store)
+    before = store.get_tenant("test_user", "test_service")
+    bigger = req(replicas=3, disk_size="20Gi")
+    assert store.begin(bigger, "dep2") == before  # the live record is untouched
+    entry = store.get_deployment("test_user", "test_service")
+    assert (entry["status"], entry["deployment_id"], entry["created_by"]) == ("created", "dep1", "dep1")
+    assert entry["update"]["deployment_id"] == "dep2" and entry["update"]["request"] == bigger
+    assert entry["request"] == req()
+    with pytest.raises(StoreError, match="already being updated by deployment dep2"):
+        store.begin(bigger, "dep3")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"namespace": "other"}, "namespace: cannot change from 'ns-test-user-test-service' to 'other'"),
+    ({"disk_size": "5Gi"}, "disk_size: cannot shrink the volume from 10Gi to 5Gi"),
+])
+def test_update_refused_before_anything_changes(store, tmp_path, change, message):
+    created(store)
+    files = {p: open(p).read() for p in glob.glob(str(tmp_path / "**" / "*.json"), recursive=True)}
+    with pytest.raises(StoreError, match=message):
+        store.begin(req(**change), "dep2")
+    assert {p: open(p).read() for p in glob.glob(str(tmp_path / "**" / "*.json"), recursive=True)} == files
+
+
+def test_update_completes_as_the_live_deployment(store):
+    created(store)
+    bigger = req(replicas=3)
+    store.begin(bigger, "dep2")
+    synced = store.sync(bigger, "dep2", {"replicas": 3})
+    assert (synced["status"], synced["replicas"], synced["deployment_id"]) == ("created", 3, "dep2")
+    record, entry = store.complete(bigger, "dep2")
+    assert record["replicas"] == 3 and record["status"] == "created"
+    assert (entry["status"], entry["deployment_id"], entry["created_by"]) == ("created", "dep2", "dep1")
+    assert entry["request"] == bigger and "update" not in entry
+    assert entry["last_update"]["deployment_id"] == "dep2" and entry["last_update"]["status"] == "created"
+    assert store.get_deployment("test_user", "test_service") == entry
+
+
+def test_failed_update_keeps_the_cluster_and_its_record(store):
+    created(store)
+    before = store.get_tenant("test_user", "test_service")
+    bigger = req(replicas=3)
+    store.begin(bigger, "dep2")
+    store.sync(bigger, "dep2", {"replicas": 3})  # the record was rewritten before the failure
+    out = store.fail("test_user", "test_service", bigger["namespace"], "dep2", "rollout", "timed out")
+    assert out["record_deleted"] is False and out["status_changed"] is False
+    assert store.get_tenant("test_user", "test_service") == before
+    entry = store.get_deployment("test_user", "test_service")
+    assert (entry["status"], entry["deployment_id"], entry["request"]) == ("created", "dep1", req())
+    assert "update" not in entry
+    assert {k: entry["last_update"][k] for k in ("deployment_id", "status", "stage", "error")} == {
+        "deployment_id": "dep2", "status": "failed", "stage": "rollout", "error": "timed out"}
+    store.begin(bigger, "dep3")  # and it can be updated again
 
 
 def test_name_collision_refused_and_untouched(store, tmp_path):

@@ -567,8 +567,8 @@ def test_migration_keeps_every_answer(tmp_path):
     assert after == before
     # the migrated store works on: conflicts, quota and new reports
     store = MetadataStore(str(tmp_path))
-    with pytest.raises(StoreError, match="already exists"):
-        store.begin(req("test_user", "test_service", "es-test"), "dep10")
+    with pytest.raises(StoreError, match="namespace: cannot change from 'es-test' to 'es-other'"):
+        store.begin(req("test_user", "test_service", "es-other"), "dep10")
     with pytest.raises(StoreError, match="namespace 'ns-abc' is already used by cluster 'c' of user 'a_b'"):
         store.begin(req("zz", "new", "ns-abc"), "dep10")
     store.write_report(None, reports.build("rollout_completed", ident("a_b", "c", "ns-abc"), "dep2"), now=at(200))
