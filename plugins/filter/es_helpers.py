@@ -67,6 +67,21 @@ def request_changes(req, previous=None, fields=None):
     return dict((field, dict(change)) for field, change in _request_changes(previous, req, fields).items())
 
 
+def failure_message(result, limit=2000):
+    """The message of a failed result; for a looped task, each failed item's, labelled."""
+    result = result if isinstance(result, dict) else {}
+    items = [item for item in result.get("results") or [] if isinstance(item, dict) and item.get("failed")]
+    if items:
+        parts = []
+        for item in items:
+            label = item.get("_ansible_item_label", item.get("item"))
+            parts.append("item %s: %s" % (label, item.get("msg") or "unknown error"))
+        message = "; ".join(parts)
+    else:
+        message = str(result.get("msg") or "unknown error")
+    return message[:limit]
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -74,6 +89,7 @@ class FilterModule:
             "name_refs": name_refs,
             "object_ref": object_ref,
             "heap_options": heap_options,
+            "failure_message": failure_message,
             "request_changes": request_changes,
             "statefulset_drift": statefulset_drift,
             "tenant_quota": tenant_quota,

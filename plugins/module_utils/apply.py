@@ -156,7 +156,7 @@ def _namespace_missing(exc):
 
 
 def apply_objects(api_client, definitions, namespace=None, create_only=False, check_mode=False,
-                  field_manager=FIELD_MANAGER, snapshot=False, recreate=False, timeout=60):
+                  field_manager=FIELD_MANAGER, snapshot=False, recreate=False, timeout=60, diff=False):
     """Apply ``definitions`` in order and return one entry per object.
 
     Each entry: ``ref`` (kind, api_version, name, namespace, created), ``changed`` and
@@ -169,7 +169,11 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
     With ``recreate`` a StatefulSet whose change Kubernetes forbids (volumeClaimTemplates) is
     deleted with its pods and claims orphaned and applied again (``recreated``); the new
     StatefulSet adopts the pods.
+
+    With ``diff`` (implies ``snapshot``) each entry has ``diff``: the object before and after
+    (or as the dry run would leave it), without server-set metadata, status or Secret data.
     """
+    snapshot = snapshot or diff
     resolver = Resolver(api_client)
     applied = []
     for definition in definitions:
@@ -217,7 +221,8 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
                         if check_mode:
                             applied.append({"ref": object_ref(definition, False), "changed": True,
                                             "recreated": True, "previous": _kept(previous),
-                                            "object": _summary(definition)})
+                                            "object": _summary(definition),
+                                            "diff": _diff(label, previous, definition)})
                             continue
                         _delete_orphaning(api_client, path, timeout)
                         recreated = True
@@ -230,7 +235,7 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
                     continue
                 if check_mode and _namespace_missing(exc):
                     applied.append({"ref": object_ref(definition, True), "changed": True,
-                                    "object": _summary(definition)})
+                                    "object": _summary(definition), "diff": _diff(label, None, definition)})
                     continue
                 raise
         except (ValueError, K8sClientError) as exc:
@@ -240,15 +245,27 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
             why = "%s %s" % (exc.status, exc.reason) if kind == "Secret" else api_error_message(exc)
             raise ApplyError("cannot apply %s: %s" % (label, why), applied)
         created = status == 201 and not recreated
-        if snapshot:
+        if snapshot and check_mode:  # a dry run keeps the resourceVersion: compare the content
+            changed = previous is None or restorable(previous) != restorable(obj)
+        elif snapshot:
             changed = previous is None or recreated or (
                 (previous.get("metadata") or {}).get("resourceVersion") != (obj.get("metadata") or {}).get(
                     "resourceVersion"))
         else:
             changed = created or recreated or _changed_since(obj, since)
-        applied.append({"ref": object_ref(obj, created), "changed": changed, "recreated": recreated,
-                        "previous": _kept(previous), "object": _summary(obj)})
+        entry = {"ref": object_ref(obj, created), "changed": changed, "recreated": recreated,
+                 "previous": _kept(previous), "object": _summary(obj)}
+        if diff:
+            entry["diff"] = _diff(label, previous, obj)
+        applied.append(entry)
     return applied
+
+
+def _diff(label, before, after):
+    """A diff for Ansible's --diff output: the object before and after, as an operator reads them."""
+    return {"before_header": label, "after_header": label,
+            "before": restorable(_summary(before)) if before else {},
+            "after": restorable(_summary(after)) if after else {}}
 
 
 def _kept(previous):

@@ -23,13 +23,17 @@ class ModuleFailed(Exception):
         self.result = result
 
 
-def main(argument_spec, run):
-    """Run ``run`` as a module process with ``argument_spec`` (AnsibleModule keyword arguments)."""
+def main(argument_spec, run, diff=False):
+    """Run ``run`` as a module process with ``argument_spec`` (AnsibleModule keyword arguments).
+
+    With ``diff``, ``run`` takes a fourth argument, ``diff``: whether the task runs with ``--diff``.
+    """
     from ansible.module_utils.basic import AnsibleModule
 
     module = AnsibleModule(**argument_spec)
+    extra = {"diff": module._diff} if diff else {}  # pylint: disable=protected-access
     try:
-        result = run(module.params, module.check_mode, module.warn)
+        result = run(module.params, module.check_mode, module.warn, **extra)
     except ModuleFailed as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)

@@ -34,6 +34,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type  # noqa: UP001
 
+import contextlib
 import datetime
 import decimal
 import errno
@@ -347,6 +348,10 @@ class MetadataStore:
         return None
 
     # ----------------------------------------------------------------- writes
+    def _locked(self, check_only):
+        """The data folder's lock for a write; none for a check, which writes nothing (not even the lock)."""
+        return contextlib.nullcontext() if check_only else fileutil.locked(self.data_dir)
+
     def _write_entry(self, entry, durable=True):
         fileutil.write_json(self.entry_path(entry["user"], entry["service_name"]), entry, durable=durable)
 
@@ -505,7 +510,7 @@ class MetadataStore:
         check_deployment_id(deployment_id)
         user, service = req["user"], req["service_name"]
         stamp = timestamp(now)
-        with fileutil.locked(self.data_dir):
+        with self._locked(check_only):
             if not check_only:
                 self._migrate()
             entry = self.get_deployment(user, service)
@@ -583,6 +588,15 @@ class MetadataStore:
             self._write_entry(new_entry)
             return record
 
+    @staticmethod
+    def _would_be_record(req, deployment_id, status=STATUS_CREATING, **fields):
+        """The tenant record a run checked in check mode would hold."""
+        record = reqmod.record_fields(req)
+        record["status"] = status
+        record["deployment_id"] = deployment_id
+        record.update(fields)
+        return record
+
     def _owned_record(self, user, service, deployment_id):
         path = self.tenant_path(user, service)
         record = self._read_record_file(path)
@@ -615,7 +629,7 @@ class MetadataStore:
             raise StoreError("resources must be a mapping (got %s)" % reqmod.echo(resources))
         user, service = req["user"], req["service_name"]
         stamp = timestamp(now)
-        with fileutil.locked(self.data_dir):
+        with self._locked(check_only):
             if not check_only:
                 self._migrate()
             entry = self.get_deployment(user, service)
@@ -623,6 +637,9 @@ class MetadataStore:
             # An update rewrites the live cluster's record; the entry keeps the record it replaces
             # so that a failed update can put it back.
             first_sync = running is not None and "previous_record" not in running
+            if check_only and (entry is None or running is None and entry.get("deployment_id") != deployment_id):
+                # a check: stage 0 wrote nothing, so there is no record of this run to sync
+                return self._would_be_record(req, deployment_id, resources=resources or {}, synced_at=stamp)
             path, record = self._owned_record(user, service, entry["deployment_id"] if first_sync else deployment_id)
             previous_record = OrderedDict(record) if first_sync else None
             record.update(reqmod.record_fields(req))
@@ -648,11 +665,15 @@ class MetadataStore:
         req = reqmod.validate(request)
         user, service = req["user"], req["service_name"]
         stamp = timestamp(now)
-        with fileutil.locked(self.data_dir):
+        with self._locked(check_only):
             if not check_only:
                 self._migrate()
-            path, record = self._owned_record(user, service, deployment_id)
             entry = self.get_deployment(user, service)
+            if check_only and (entry is None or _update_of(entry, deployment_id) is None and
+                               entry.get("deployment_id") != deployment_id):
+                # a check: stage 0 wrote nothing, so there is no record of this run to complete
+                return self._would_be_record(req, deployment_id, status=STATUS_CREATED, sync_time=stamp), entry
+            path, record = self._owned_record(user, service, deployment_id)
             running = _update_of(entry, deployment_id)
             record["status"] = STATUS_CREATED
             record["sync_time"] = stamp
@@ -690,7 +711,7 @@ class MetadataStore:
         deployment_id = "" if deployment_id is None else str(deployment_id)
         stamp = timestamp(now)
         result = {"deployment": None, "record_deleted": False, "status_changed": False}
-        with fileutil.locked(self.data_dir):
+        with self._locked(check_only):
             if not check_only:
                 self._migrate()
             entry = self.get_deployment(user, service_name)

@@ -22,6 +22,9 @@ description:
   - With O(create_only), objects are created when absent and never changed (generated credentials).
   - In check mode every request is a server-side dry run; objects whose namespace does not exist yet
     are reported as to be created.
+  - With C(--diff) each object is read first and the diff shows every object created or changed,
+    before and after (in check mode, as the dry run would leave it), without server-set metadata,
+    status or Secret data.
   - Runs in the controller process (action plugin).
 version_added: "1.0.0"
 author:
@@ -64,7 +67,7 @@ options:
     type: int
     default: 60
 notes:
-  - Supports check mode.
+  - Supports check mode and diff mode.
 """
 
 EXAMPLES = r"""
@@ -143,7 +146,10 @@ def _outcome(applied):
                 previous=[entry["previous"] for entry in changed if entry.get("previous")])
 
 
-def run(params, check_mode, warn):
+SUPPORTS_DIFF = True
+
+
+def run(params, check_mode, warn, diff=False):
     try:
         api_client = client_from_params(params)
     except K8sClientError as exc:
@@ -152,14 +158,17 @@ def run(params, check_mode, warn):
         applied = apply_objects(api_client, params["definitions"], params["namespace"],
                                 create_only=params["create_only"], check_mode=check_mode,
                                 snapshot=params["snapshot"], recreate=params["recreate"],
-                                timeout=params["wait_timeout"])
+                                timeout=params["wait_timeout"], diff=diff)
     except ApplyError as exc:
         raise entry.ModuleFailed(exc.message, **_outcome(exc.applied))
-    return dict(_outcome(applied), resources=[entry["object"] for entry in applied])
+    result = dict(_outcome(applied), resources=[entry["object"] for entry in applied])
+    if diff:
+        result["diff"] = [entry["diff"] for entry in applied if entry.get("diff") and entry["changed"]]
+    return result
 
 
 def main():
-    entry.main(ARGUMENT_SPEC, run)
+    entry.main(ARGUMENT_SPEC, run, diff=True)
 
 
 if __name__ == "__main__":

@@ -201,13 +201,15 @@ def run(params, check_mode, warn):
         try:
             sts = call_json(apps.read_namespaced_stateful_set, sts_name, namespace)
         except ApiException as exc:
+            if exc.status == 404 and check_mode:
+                return result  # a check of a new cluster: the StatefulSet would be created with its claims
             if exc.status == 404:
                 raise entry.ModuleFailed("statefulset %s/%s not found" % (namespace, sts_name), **result)
             raise
         pvc_items = call_json(core.list_namespaced_persistent_volume_claim, namespace).get("items") or []
         by_name = dict((p["metadata"]["name"], p) for p in pvc_items)
         names, missing = statefulset_pvc_names(sts, by_name)
-        if missing and params["claims_timeout"] > 0:
+        if missing and params["claims_timeout"] > 0 and not check_mode:
             latest, _pending = _wait_claims(core, namespace, missing, lambda pvc: True, params["claims_timeout"])
             by_name.update(latest)
             names, missing = statefulset_pvc_names(sts, by_name)

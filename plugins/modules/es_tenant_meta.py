@@ -224,7 +224,8 @@ def run(params, check_mode, warn):
             req = params["request"]
             live = store.get_deployment(req["user"], req["service_name"]) or {}
             result["deployment"] = live or None
-            updating = (live.get("update") or {}).get("deployment_id") == params["deployment_id"]
+            # begin succeeded: a created cluster of another deployment means this run updates it
+            updating = live.get("status") == "created" and live.get("deployment_id") != params["deployment_id"]
             result["operation"] = "update" if updating else "create"
             result["previous_request"] = live.get("request") if updating else None
             result["cluster_deployment_id"] = (live.get("created_by") or live.get("deployment_id")

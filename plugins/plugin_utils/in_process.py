@@ -50,7 +50,9 @@ class InProcessAction(ActionBase):
         params = validation.validated_parameters
         warnings = []
         try:
-            outcome = self.MODULE.run(params, bool(self._task.check_mode), warnings.append)
+            # A module that can show a diff says so (SUPPORTS_DIFF) and gets --diff as ``diff``.
+            extra = {"diff": bool(self._task.diff)} if getattr(self.MODULE, "SUPPORTS_DIFF", False) else {}
+            outcome = self.MODULE.run(params, bool(self._task.check_mode), warnings.append, **extra)
         except ModuleFailed as exc:
             outcome = dict(exc.result, failed=True, msg=exc.msg)
         if warnings:
