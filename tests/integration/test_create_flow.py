@@ -233,6 +233,8 @@ def test_existing_namespace_is_left_alone_on_failure(cluster, data_dir):
                      lambda: cluster.apps.read_namespaced_deployment("kibana", "es-shared"),
                      lambda: cluster.core.read_namespaced_config_map("elasticsearch-config", "es-shared"),
                      lambda: cluster.core.read_namespaced_secret("elasticsearch-credentials", "es-shared"),
+                     lambda: cluster.core.read_namespaced_secret("elasticsearch-security", "es-shared"),
+                     lambda: cluster.core.read_namespaced_config_map("elasticsearch-ca", "es-shared"),
                      lambda: cluster.core.read_namespaced_persistent_volume_claim(
                          "elasticsearch-data-elasticsearch-0", "es-shared")):
             try:
