@@ -29,6 +29,8 @@ author:
   - ES Serverless platform team (@yunpeng)
 extends_documentation_fragment:
   - yunpeng.es_serverless.k8s_auth
+requirements:
+  - cryptography
 options:
   namespace:
     description:
@@ -82,6 +84,8 @@ created:
 
 import base64  # noqa: E402
 
+from ansible.module_utils.basic import missing_required_lib  # noqa: E402
+
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import certs, entry  # noqa: E402
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.apply import ApplyError, apply_objects  # noqa: E402
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.manifests import object_ref  # noqa: E402
@@ -128,6 +132,9 @@ def _read(api_client, namespace, name):
 
 
 def run(params, check_mode, warn):
+    if not certs.HAS_CRYPTOGRAPHY:
+        raise entry.ModuleFailed(missing_required_lib("cryptography"), exception=certs.CRYPTOGRAPHY_IMPORT_ERROR,
+                                 changed=False, objects=[], created=[])
     namespace, name = params["namespace"], params["name"]
     try:
         api_client = client_from_params(params)
