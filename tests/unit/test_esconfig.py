@@ -217,3 +217,19 @@ def test_module_merges_files(tmp_path):
     proc, result = run_module(tmp_path, {"required": REQUIRED})
     assert proc.returncode == 0
     assert result["jvm_options"] is None and result["tenant_keys"] == [] and result["overridden"] == []
+
+
+def test_module_bootstrap_settings_are_written_but_left_out_of_the_checksum_text(tmp_path):
+    es_yml = tmp_path / "elasticsearch.yml"
+    es_yml.write_text("cluster.initial_master_nodes: [x]\nxpack.security.enabled: false\nfoo.bar: 1\n")
+    bootstrap = {"cluster.initial_master_nodes": ["es-0", "es-1"]}
+    proc, result = run_module(tmp_path, {"required": REQUIRED, "bootstrap": bootstrap, "elasticsearch_yml": str(es_yml),
+                                         "protected": ["cluster.initial_master_nodes", "xpack.security.*"]})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = yaml.safe_load(result["elasticsearch_yml"])
+    assert written["cluster.initial_master_nodes"] == ["es-0", "es-1"] and written["foo.bar"] == 1
+    assert written["xpack.security.enabled"] is False  # ours (REQUIRED), not the tenant's
+    stable = yaml.safe_load(result["checksum_yml"])
+    assert stable == {k: v for k, v in written.items() if k != "cluster.initial_master_nodes"}
+    assert result["refused"] == ["cluster.initial_master_nodes"]  # the tenant's false repeats ours
+    assert result["overridden"] == []
