@@ -15,9 +15,9 @@ A key is taken from a layer only if it does not collide with a key already
 taken from a higher one. Keys collide when equal or when one is a dotted
 prefix of the other (``xpack.security: x`` against ``xpack.security.enabled``:
 Elasticsearch refuses such a pair). Tenant keys matching a ``protected``
-pattern (``fnmatch``, e.g. ``discovery.*``) are dropped too. The tenant keys
-that were dropped, or replaced by a different value, are reported as
-overridden. The output is flat YAML with sorted keys, byte-for-byte
+pattern (``fnmatch``, e.g. ``discovery.*``) are dropped and reported as
+refused; the other tenant keys that were dropped, or replaced by a different
+value, are reported as overridden. The output is flat YAML with sorted keys, byte-for-byte
 deterministic.
 
 ``jvm.options`` lines are checked the way Elasticsearch parses them (blank,
@@ -157,11 +157,20 @@ def _colliding_required(key, required):
     return None
 
 
-def merge(required, defaults, pulled_yaml_text, source="elasticsearch.yml", protected=()):
-    """Merge; return ``(final_text, overridden_keys, tenant_keys)``.
+def is_protected(key, protected):
+    """Whether a tenant key falls under a ``protected`` pattern: it matches one, or it is a
+    dotted parent of what one covers (``xpack.security`` under ``xpack.security.*``)."""
+    return any(fnmatch.fnmatchcase(key, pattern) or pattern.startswith(key + ".") for pattern in protected or ())
 
-    ``overridden_keys``: sorted tenant keys dropped or replaced by a different
-    value; ``tenant_keys``: sorted flat keys of the tenant file.
+
+def merge(required, defaults, pulled_yaml_text, source="elasticsearch.yml", protected=()):
+    """Merge; return ``(final_text, overridden_keys, tenant_keys, refused_keys)``.
+
+    ``overridden_keys``: sorted tenant keys replaced by a different value of
+    ``required`` (or colliding with one); ``refused_keys``: sorted tenant keys
+    under a ``protected`` pattern, dropped whatever they say unless they repeat
+    our value; ``tenant_keys``: sorted flat keys of the tenant file. A key is in
+    at most one of the first two.
     """
     req = flatten(required or {}, "required settings")
     dflt = flatten(defaults or {}, "default settings")
@@ -178,11 +187,12 @@ def merge(required, defaults, pulled_yaml_text, source="elasticsearch.yml", prot
     for key in sorted(req):
         take(key, req[key])
     overridden = []
+    refused = []
     for key in sorted(tenant):
         value = tenant[key]
-        if any(fnmatch.fnmatchcase(key, pattern) for pattern in protected or ()):
+        if is_protected(key, protected):
             if not (key in req and _norm(req[key]) == _norm(value)):
-                overridden.append(key)
+                refused.append(key)
             continue
         if _collides(key, final, prefixes):
             other = _colliding_required(key, req)
@@ -195,7 +205,7 @@ def merge(required, defaults, pulled_yaml_text, source="elasticsearch.yml", prot
             take(key, dflt[key])
     final = {k: v for k, v in final.items() if v != {}}
     text = yaml.safe_dump(final, default_flow_style=False, sort_keys=True, allow_unicode=True) if final else ""
-    return text, sorted(overridden), sorted(tenant)
+    return text, sorted(overridden), sorted(tenant), sorted(refused)
 
 
 # ---------------------------------------------------------------------------- jvm.options

@@ -20,8 +20,11 @@ description:
   - The merged C(elasticsearch.yml) is flat YAML with sorted keys, the same bytes for the same input.
   - C(jvm.options) lines are checked as Elasticsearch parses them. Options in O(required_jvm) replace
     tenant options that set the same thing (C(-Xmx4g) against C(-Xmx1g)).
-  - The tenant keys and options that were dropped or replaced by a different value are returned in
-    RV(overridden). Reads files only and changes nothing.
+  - Tenant keys under a O(protected) pattern are returned in RV(refused); the other tenant keys and options
+    that were dropped or replaced by a different value are returned in RV(overridden). Reads files only and
+    changes nothing.
+  - O(bootstrap) settings are written like O(required) ones but left out of RV(checksum_yml), so that dropping
+    them once the cluster has formed changes no checksum taken over it.
 version_added: "1.0.0"
 author:
   - ES Serverless platform team (@yunpeng)
@@ -36,9 +39,16 @@ options:
       - Settings used when the tenant's file does not set them.
     type: dict
     default: {}
+  bootstrap:
+    description:
+      - Settings that always win, needed only while the cluster forms (C(cluster.initial_master_nodes)).
+    type: dict
+    default: {}
   protected:
     description:
       - Shell-style patterns (C(fnmatch)) of flat keys the tenant may not set at all, for example C(discovery.*).
+      - A tenant key that is a dotted parent of what a pattern covers (C(xpack.security) under
+        C(xpack.security.*)) is refused too.
     type: list
     elements: str
     default: []
@@ -90,8 +100,20 @@ jvm_options:
   returned: success
   type: str
   sample: "-XX:+UseG1GC\n# required by the platform\n-Xms1g\n-Xmx1g\n"
+checksum_yml:
+  description: RV(elasticsearch_yml) without the O(bootstrap) settings, for a checksum that rolls pods.
+  returned: success
+  type: str
+  sample: "cluster.name: alice-search\nnetwork.host: 0.0.0.0\n"
+refused:
+  description: Tenant keys under a O(protected) pattern, dropped (unless they repeat our value), sorted.
+  returned: success
+  type: list
+  elements: str
+  sample: [xpack.security.enabled]
 overridden:
-  description: Tenant keys, then tenant JVM options, that were dropped or replaced by a different value.
+  description: Tenant keys, then tenant JVM options, that were dropped or replaced by a different value
+    (the refused keys are in RV(refused) only).
   returned: success
   type: list
   elements: str
@@ -123,6 +145,7 @@ from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry
 ARGUMENT_SPEC = dict(
     argument_spec=dict(
         required=dict(type="dict", default={}),
+        bootstrap=dict(type="dict", default={}),
         defaults=dict(type="dict", default={}),
         protected=dict(type="list", elements="str", default=[]),
         elasticsearch_yml=dict(type="path"),
@@ -155,16 +178,21 @@ def run(params, check_mode, warn):
     es_text = _read(es_path, "elasticsearch.yml")
     jvm_text = _read(jvm_path, "jvm.options")
     try:
-        text, overridden_keys, tenant_keys = esconfig.merge(
-            params["required"], params["defaults"], es_text, source=es_path or "elasticsearch.yml",
-            protected=params["protected"],
-        )
+        source = es_path or "elasticsearch.yml"
+        checksum_text = esconfig.merge(params["required"], params["defaults"], es_text, source=source,
+                                       protected=params["protected"])[0]
+        required = dict(esconfig.flatten(params["required"], "required settings"),
+                        **esconfig.flatten(params["bootstrap"], "bootstrap settings"))
+        text, overridden_keys, tenant_keys, refused = esconfig.merge(
+            required, params["defaults"], es_text, source=source, protected=params["protected"])
         jvm, overridden_jvm = esconfig.merge_jvm(jvm_text, params["required_jvm"], source=jvm_path or "jvm.options")
     except esconfig.ConfigError as err:
         raise entry.ModuleFailed(err.message)
     return dict(
         changed=False,
         elasticsearch_yml=text,
+        checksum_yml=checksum_text,
+        refused=refused,
         jvm_options=jvm,
         overridden=overridden_keys + overridden_jvm,
         overridden_keys=overridden_keys,

@@ -2,11 +2,14 @@
 running simulator (or the cluster KUBECONFIG names) and read what it left."""
 
 import glob
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -141,3 +144,14 @@ def wait_for(predicate, timeout=30.0, interval=0.1):
             return value
         time.sleep(interval)
     return predicate()
+
+
+def config_checksum(data):
+    """The pod template's es.yunpeng.cn/config-checksum, recomputed from the ConfigMap's data: SHA-256 of
+    the data as JSON with sorted keys, elasticsearch.yml without the setting used only while a cluster
+    forms (cluster.initial_master_nodes), so that dropping it later rolls no pod."""
+    data = dict(data)
+    settings = yaml.safe_load(data["elasticsearch.yml"])
+    settings.pop("cluster.initial_master_nodes", None)
+    data["elasticsearch.yml"] = yaml.safe_dump(settings, default_flow_style=False, sort_keys=True, allow_unicode=True)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -3,7 +3,6 @@ asserting on report files, the deployment log, the metadata store and the
 objects in the cluster."""
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from tests.integration.flow import (
     ROOT,
     SKIPPED_GITLAB,
     all_files_text,
+    config_checksum,
     expected_log_line,
     find_deployment,
     log_lines,
@@ -80,7 +80,7 @@ def test_cpu_tenant_nine_reports_metadata_and_objects(cluster, data_dir):
     record = tenant_record(data_dir, "test_user", "test_service")
     assert record["status"] == "created" and record["sync_time"]
     assert record["cpu"] == "500m/2" and record["memory"] == "1Gi/2Gi" and record["disk"] == "10Gi"
-    assert record["resources"]["endpoints"]["elasticsearch"] == "http://elasticsearch.es-test.svc:9200"
+    assert record["resources"]["endpoints"]["elasticsearch"] == "https://elasticsearch.es-test.svc:9200"
     deployment = find_deployment(data_dir, "test_user", "test_service")
     assert deployment["status"] == "created" and deployment["deployment_id"] == got[0][1]["deployment_id"]
 
@@ -122,6 +122,8 @@ def assert_pod_hardening(cluster, sts, cm, namespace, anti_affinity):
     es = [c for c in pod.containers if c.name == "elasticsearch"][0]
     assert es.security_context.allow_privilege_escalation is False and es.security_context.privileged is False
     assert es.security_context.capabilities.drop == ["ALL"]
+    # The one privileged container is the init container that raises vm.max_map_count.
+    assert [c.name for c in pod.init_containers or [] if c.security_context.privileged] == ["sysctl"]
     spread = pod.affinity.pod_anti_affinity
     if anti_affinity == "soft":
         assert spread.required_during_scheduling_ignored_during_execution is None
@@ -132,8 +134,7 @@ def assert_pod_hardening(cluster, sts, cm, namespace, anti_affinity):
     assert term.topology_key == "kubernetes.io/hostname"
     assert term.label_selector.match_labels == {"app": "elasticsearch"}
     # The checksum of the ConfigMap's data is on the pod template: a changed configuration rolls the pods.
-    digest = hashlib.sha256(json.dumps(cm.data, sort_keys=True).encode()).hexdigest()
-    assert sts.spec.template.metadata.annotations["es.yunpeng.cn/config-checksum"] == digest
+    assert sts.spec.template.metadata.annotations["es.yunpeng.cn/config-checksum"] == config_checksum(cm.data)
     kibana = cluster.apps.read_namespaced_deployment("kibana", namespace).spec.template.spec
     assert kibana.automount_service_account_token is False and kibana.security_context.run_as_non_root is True
     assert kibana.containers[0].security_context.allow_privilege_escalation is False
@@ -232,6 +233,8 @@ def test_existing_namespace_is_left_alone_on_failure(cluster, data_dir):
                      lambda: cluster.apps.read_namespaced_deployment("kibana", "es-shared"),
                      lambda: cluster.core.read_namespaced_config_map("elasticsearch-config", "es-shared"),
                      lambda: cluster.core.read_namespaced_secret("elasticsearch-credentials", "es-shared"),
+                     lambda: cluster.core.read_namespaced_secret("elasticsearch-security", "es-shared"),
+                     lambda: cluster.core.read_namespaced_config_map("elasticsearch-ca", "es-shared"),
                      lambda: cluster.core.read_namespaced_persistent_volume_claim(
                          "elasticsearch-data-elasticsearch-0", "es-shared")):
             try:

@@ -42,8 +42,8 @@ def test_parent_and_child_in_tenant_file_refused():
 
 
 def test_no_tenant_file_gives_required_plus_defaults_flat_sorted():
-    text, overridden, tenant = merge(REQUIRED, DEFAULTS, None)
-    assert overridden == [] and tenant == []
+    text, overridden, tenant, refused = merge(REQUIRED, DEFAULTS, None)
+    assert overridden == [] and tenant == [] and refused == []
     assert text == (
         "cluster.name: alice-search\n"
         "discovery.type: single-node\n"
@@ -64,7 +64,7 @@ def test_tenant_values_override_defaults_and_required_win():
         "xpack:\n  security:\n    enabled: 'false'\n"  # same value as a string: not an override
         "thread_pool.write.queue_size: 500\n"
     )
-    text, overridden, tenant_keys = merge(REQUIRED, DEFAULTS, tenant, source="g/elasticsearch.yml")
+    text, overridden, tenant_keys, _u = merge(REQUIRED, DEFAULTS, tenant, source="g/elasticsearch.yml")
     final = yaml.safe_load(text)
     assert final["cluster.name"] == "alice-search"
     assert final["path.data"] == "/usr/share/elasticsearch/data"
@@ -87,7 +87,7 @@ def test_output_is_deterministic():
 
 def test_parent_or_child_of_a_required_key_is_overridden():
     tenant = "xpack.security: something\ncluster.name.extra: 1\n"
-    text, overridden, _u = merge(REQUIRED, {}, tenant)
+    text, overridden, _u, _r = merge(REQUIRED, {}, tenant)
     final = yaml.safe_load(text)
     assert "xpack.security" not in final and "cluster.name.extra" not in final
     assert overridden == ["cluster.name.extra", "xpack.security"]
@@ -95,16 +95,37 @@ def test_parent_or_child_of_a_required_key_is_overridden():
 
 def test_protected_patterns_drop_tenant_keys():
     tenant = "discovery.seed_hosts: [a, b]\ndiscovery.type: single-node\ncluster.initial_master_nodes: [x]\n"
-    text, overridden, _u = merge(REQUIRED, {}, tenant, protected=["discovery.*", "cluster.initial_master_nodes"])
+    text, overridden, _u, refused = merge(REQUIRED, {}, tenant,
+                                          protected=["discovery.*", "cluster.initial_master_nodes"])
     final = yaml.safe_load(text)
     assert "discovery.seed_hosts" not in final and "cluster.initial_master_nodes" not in final
     assert final["discovery.type"] == "single-node"
-    # discovery.type carries our own value: dropped but not reported as overridden
-    assert overridden == ["cluster.initial_master_nodes", "discovery.seed_hosts"]
+    # discovery.type carries our own value: dropped but not reported as refused
+    assert refused == ["cluster.initial_master_nodes", "discovery.seed_hosts"]
+    assert overridden == []
+
+
+def test_protected_security_settings_are_refused_even_as_a_parent_or_a_default():
+    required = dict(REQUIRED, **{"xpack.security.enabled": True, "xpack.security.transport.ssl.enabled": True})
+    defaults = {"action.destructive_requires_name": True}
+    tenant = ("xpack.security.enabled: false\nxpack.security.http.ssl.enabled: false\n"
+              "xpack.security.authc.anonymous.roles: superuser\nreadiness.port: 9999\n"
+              "xpack.ml.enabled: false\naction.destructive_requires_name: false\ncluster.name: theirs\n")
+    text, overridden, _u, refused = merge(required, defaults, tenant,
+                                          protected=["xpack.security.*", "readiness.*"])
+    final = yaml.safe_load(text)
+    assert refused == ["readiness.port", "xpack.security.authc.anonymous.roles", "xpack.security.enabled",
+                       "xpack.security.http.ssl.enabled"]
+    assert overridden == ["cluster.name"]
+    assert final["xpack.security.enabled"] is True and "readiness.port" not in final
+    assert "xpack.security.http.ssl.enabled" not in final and "xpack.security.authc.anonymous.roles" not in final
+    assert final["xpack.ml.enabled"] is False and final["action.destructive_requires_name"] is False
+    # A parent of what a pattern covers is refused too (nested YAML flattened to it).
+    assert merge(required, {}, "xpack:\n  security: off\n", protected=["xpack.security.*"])[3] == ["xpack.security"]
 
 
 def test_tenant_key_beats_colliding_default():
-    text, overridden, _u = merge({}, {"a.b": 1}, "a: 2\n")
+    text, overridden, _u, _r = merge({}, {"a.b": 1}, "a: 2\n")
     assert yaml.safe_load(text) == {"a": 2}
     assert overridden == []
 
@@ -196,3 +217,19 @@ def test_module_merges_files(tmp_path):
     proc, result = run_module(tmp_path, {"required": REQUIRED})
     assert proc.returncode == 0
     assert result["jvm_options"] is None and result["tenant_keys"] == [] and result["overridden"] == []
+
+
+def test_module_bootstrap_settings_are_written_but_left_out_of_the_checksum_text(tmp_path):
+    es_yml = tmp_path / "elasticsearch.yml"
+    es_yml.write_text("cluster.initial_master_nodes: [x]\nxpack.security.enabled: false\nfoo.bar: 1\n")
+    bootstrap = {"cluster.initial_master_nodes": ["es-0", "es-1"]}
+    proc, result = run_module(tmp_path, {"required": REQUIRED, "bootstrap": bootstrap, "elasticsearch_yml": str(es_yml),
+                                         "protected": ["cluster.initial_master_nodes", "xpack.security.*"]})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    written = yaml.safe_load(result["elasticsearch_yml"])
+    assert written["cluster.initial_master_nodes"] == ["es-0", "es-1"] and written["foo.bar"] == 1
+    assert written["xpack.security.enabled"] is False  # ours (REQUIRED), not the tenant's
+    stable = yaml.safe_load(result["checksum_yml"])
+    assert stable == {k: v for k, v in written.items() if k != "cluster.initial_master_nodes"}
+    assert result["refused"] == ["cluster.initial_master_nodes"]  # the tenant's false repeats ours
+    assert result["overridden"] == []
