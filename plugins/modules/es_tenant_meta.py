@@ -174,7 +174,7 @@ status_changed:
   description:
     - For C(fail), whether the deployment status was set to C(failed). False when the pair's status
       belongs to another live deployment (a refused second run never touches it).
-    - For C(fail_delete), whether it was set to C(failed): false when the delete was refused before it began.
+    - For C(fail_delete), whether it was set to C(failed), false when the delete was refused before it began.
   returned: when state is fail or fail_delete
   type: bool
 unknown_tenant:
