@@ -110,8 +110,13 @@ def test_delete_in_the_namespace_the_create_made(cluster, data_dir):
 
     proc = delete(cluster, data_dir, "del_user", "svc")
     assert proc.returncode == 0, output(proc)
-    # The playbook waited until the namespace was gone, not only Terminating.
+    # The playbook waited until the namespace was gone, not only Terminating (the simulator
+    # finalizes a namespace within about a second: its request log shows the wait).
     assert "es-del" not in all_namespaces(cluster)
+    if cluster.sim:
+        log = [(r["method"], r["status"]) for r in cluster.sim.requests() if r["path"] == "/api/v1/namespaces/es-del"]
+        after = log[[method for method, _s in log].index("DELETE"):]
+        assert ("GET", 404) in after, log
     deleted = assert_deleted(data_dir, "del_user", "svc", "es-del")
     assert deleted[1]["details"]["namespace_deleted"] is True
 
