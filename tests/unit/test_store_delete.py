@@ -133,3 +133,29 @@ def test_complete_delete_needs_the_delete_to_have_begun(store):
     with pytest.raises(StoreError, match="is not being deleted by deployment del1"):
         store.complete_delete("u", "s", "del1")
     assert store.get_deployment("u", "s")["status"] == "created"
+
+
+def _meta(store, state, **params):
+    from ansible_collections.yunpeng.es_serverless.plugins.modules import es_tenant_meta
+
+    args = dict((key, spec.get("default")) for key, spec in es_tenant_meta.ARGUMENT_SPEC["argument_spec"].items())
+    args.update(params, data_dir=store.data_dir, state=state)
+    return es_tenant_meta.run(args, False, None)
+
+
+def test_the_module_says_when_the_tenant_is_unknown(store):
+    from ansible_collections.yunpeng.es_serverless.plugins.module_utils.entry import ModuleFailed
+
+    with pytest.raises(ModuleFailed) as failed:
+        _meta(store, "begin_delete", user="u", service_name="s", deployment_id="del1")
+    assert failed.value.result["unknown_tenant"] is True
+    created(store)
+    result = _meta(store, "begin_delete", user="u", service_name="s", deployment_id="del1")
+    assert (result["unknown_tenant"], result["deployment"]["status"]) == (False, "deleting")
+    with pytest.raises(ModuleFailed) as failed:
+        _meta(store, "begin_delete", user="u", service_name="s", deployment_id="del2")
+    assert "unknown_tenant" not in failed.value.result
+    result = _meta(store, "fail_delete", user="u", service_name="s", deployment_id="del2", stage="x", error="y")
+    assert (result["changed"], result["status_changed"]) == (False, False)
+    result = _meta(store, "complete_delete", user="u", service_name="s", deployment_id="del1")
+    assert (result["deployment"]["status"], result["record_deleted"]) == ("deleted", True)
