@@ -43,7 +43,15 @@ MESSAGES = OrderedDict([
     ("rollout_completed", "Cluster rollout completed successfully"),
     ("tenant_synced", "Data synced to tenant container management"),
     ("completed", "Cluster creation completed successfully"),
+    ("deleting", "Deleting cluster"),
+    ("resources_deleted", "Kubernetes resources deleted"),
+    ("deleted", "Cluster deleted successfully"),
     ("failed", "Cluster creation failed at stage {stage}: {error}"),
+])
+# The failed report's message of each flow (the create's is MESSAGES["failed"]).
+FAILED_MESSAGES = OrderedDict([
+    ("create", MESSAGES["failed"]),
+    ("delete", "Cluster deletion failed at stage {stage}: {error}"),
 ])
 STATUSES = tuple(MESSAGES)
 FULL_DETAIL_STATUSES = ("starting", "completed")
@@ -81,8 +89,8 @@ def timestamp(now=None):
     return _utc(now).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def failed_message(stage, error):
-    return MESSAGES["failed"].format(stage=stage, error=error)
+def failed_message(stage, error, flow="create"):
+    return FAILED_MESSAGES[flow].format(stage=stage, error=error)
 
 
 def filter_secrets(value):

@@ -58,7 +58,11 @@ MIGRATED_FILE = "deployments.json.migrated"
 STATUS_CREATING = "creating"
 STATUS_CREATED = "created"
 STATUS_FAILED = "failed"
-LIVE_STATUSES = (STATUS_CREATING, STATUS_CREATED)
+STATUS_DELETING = "deleting"
+STATUS_DELETED = "deleted"
+# A live deployment holds its namespace and counts toward its user's quota: while a
+# cluster is being deleted its Kubernetes objects still exist.
+LIVE_STATUSES = (STATUS_CREATING, STATUS_CREATED, STATUS_DELETING)
 
 DEFAULT_QUOTA = OrderedDict([
     ("max_clusters_per_user", 5),
@@ -76,6 +80,10 @@ MAX_ERROR_CHARS = 4000
 
 class StoreError(Exception):
     """The metadata store refused or could not complete an operation."""
+
+
+class UnknownTenant(StoreError):
+    """The pair has no deployment status: there is nothing to delete (and nothing was written)."""
 
 
 def utc_now():
@@ -116,6 +124,14 @@ def _update_of(entry, deployment_id):
             and entry.get("status") == STATUS_CREATED):
         return running
     return None
+
+
+def _refuse_while_deleting(entry):
+    """A create (or update) of a cluster that a delete is removing is refused."""
+    if entry is not None and entry.get("status") == STATUS_DELETING:
+        raise StoreError("cluster %s of user %s is being deleted by deployment %s; wait for the delete to finish"
+                         % (reqmod.echo(entry.get("service_name")), reqmod.echo(entry.get("user")),
+                            entry.get("deployment_id")))
 
 
 def check_deployment_id(deployment_id):
@@ -514,6 +530,7 @@ class MetadataStore:
             if not check_only:
                 self._migrate()
             entry = self.get_deployment(user, service)
+            _refuse_while_deleting(entry)
             updating = False
             if entry is not None:
                 running = entry.get("update") or {}
@@ -763,6 +780,138 @@ class MetadataStore:
                 held = {namespace, entry.get("namespace") if same_run else None}
                 for name in sorted(ns for ns in held if ns):
                     self._release_claim(name, user, service_name, deployment_id)
+            return result
+
+    # ----------------------------------------------------------------- delete
+    def _known_entry(self, user, service_name):
+        """The pair's deployment status entry; ``UnknownTenant`` when it has none."""
+        entry = None
+        if reqmod.is_valid_name(user) and reqmod.is_valid_name(service_name):
+            entry = self.get_deployment(user, service_name)
+        if entry is None:
+            raise UnknownTenant("no cluster %s of user %s in %s: nothing to delete"
+                                % (reqmod.echo(service_name), reqmod.echo(user), self.data_dir))
+        return entry
+
+    def begin_delete(self, user, service_name, deployment_id, now=None, check_only=False):
+        """Start deleting the pair's cluster: its status becomes ``deleting``, under ``deployment_id``.
+
+        Refused with nothing written: a pair without a status (``UnknownTenant``, found before the
+        lock is taken, so not even the lock file is made), a cluster that another deployment is
+        creating or deleting, one already deleted, and one whose namespace another live cluster
+        holds now (a failed cluster's namespace is free for others, and its objects are theirs).
+        A ``created`` or ``failed`` cluster is deleted. The entry keeps ``namespace``, ``request``
+        and ``created_at``, names the deleted deployment in ``previous_deployment_id``, and the
+        namespace claim passes to this deployment. Returns the entry.
+        """
+        check_deployment_id(deployment_id)
+        self._known_entry(user, service_name)
+        stamp = timestamp(now)
+        with fileutil.locked(self.data_dir):
+            if not check_only:
+                self._migrate()
+            entry = self._known_entry(user, service_name)
+            status, current, namespace = entry.get("status"), entry.get("deployment_id"), entry.get("namespace")
+            what = "cluster %s of user %s" % (reqmod.echo(service_name), reqmod.echo(user))
+            if status == STATUS_CREATING:
+                raise StoreError("%s is being created by deployment %s (started %s); wait for it to finish or"
+                                 " fail, then delete it" % (what, current, entry.get("created_at")))
+            if status == STATUS_DELETING:
+                raise StoreError("%s is already being deleted by deployment %s" % (what, current))
+            if status == STATUS_DELETED:
+                raise StoreError("%s was already deleted (deployment %s, %s)"
+                                 % (what, current, entry.get("updated_at")))
+            other = self._namespace_holder(namespace, user, service_name)
+            if other is not None:
+                raise StoreError("namespace %s of %s is now used by cluster %s of user %s (status %s); nothing was"
+                                 " deleted" % (reqmod.echo(namespace), what, reqmod.echo(other.get("service_name")),
+                                               reqmod.echo(other.get("user")), other.get("status")))
+            new_entry = OrderedDict((key, entry.get(key)) for key in ("user", "service_name", "namespace"))
+            new_entry["deployment_id"] = deployment_id
+            new_entry["status"] = STATUS_DELETING
+            new_entry["stage"] = None
+            new_entry["error"] = None
+            new_entry["created_at"] = entry.get("created_at", stamp)
+            new_entry["updated_at"] = stamp
+            new_entry["reports_dir"] = self.reports_dir
+            if "request" in entry:
+                new_entry["request"] = entry["request"]
+            new_entry["previous_deployment_id"] = current
+            if not check_only:
+                if namespace:
+                    self._write_claim(namespace, user, service_name, deployment_id)
+                self._write_entry(new_entry)
+            return new_entry
+
+    def _remove_pair_record(self, user, service_name, check_only):
+        """Delete the pair's tenant record (whichever deployment wrote it); True when there was one."""
+        if not (reqmod.is_valid_name(user) and reqmod.is_valid_name(service_name)):
+            return False
+        path = self.tenant_path(user, service_name)
+        record = self._read_record_file(path)
+        if record is None or record.get("user") != user or record.get("service_name") != service_name:
+            return False
+        if not check_only:
+            fileutil.remove(path)
+        return True
+
+    def _deleting_entry(self, user, service_name, deployment_id):
+        entry = self.get_deployment(user, service_name)
+        if entry is None or entry.get("deployment_id") != deployment_id or entry.get("status") != STATUS_DELETING:
+            raise StoreError("cluster %s of user %s is not being deleted by deployment %s (%s)"
+                             % (reqmod.echo(service_name), reqmod.echo(user), deployment_id,
+                                self.entry_path(user, service_name)))
+        return entry
+
+    def complete_delete(self, user, service_name, deployment_id, now=None, check_only=False):
+        """The cluster is gone: tenant record deleted, status ``deleted``, namespace claim released.
+
+        The entry (with ``request`` and ``created_at``), the report index and the reports stay:
+        the history. Returns ``{"deployment": entry, "record_deleted": bool}``.
+        """
+        stamp = timestamp(now)
+        with fileutil.locked(self.data_dir):
+            if not check_only:
+                self._migrate()
+            entry = self._deleting_entry(user, service_name, deployment_id)
+            entry = self._update_entry(entry, user, service_name, deployment_id, stamp,
+                                       status=STATUS_DELETED, stage=None, error=None)
+            deleted = self._remove_pair_record(user, service_name, check_only)
+            if not check_only:
+                self._write_entry(entry)
+                if entry.get("namespace"):
+                    self._release_claim(entry["namespace"], user, service_name, deployment_id)
+            return {"deployment": entry, "record_deleted": deleted}
+
+    def fail_delete(self, user, service_name, deployment_id, stage, error, now=None, check_only=False):
+        """Record a failed delete: status ``failed`` with ``stage`` and ``error``, tenant record deleted,
+        namespace claim released (part of the cluster may be gone: it is no longer a working cluster;
+        running the delete again removes what is left).
+
+        Only a delete that began (the pair's status is this deployment's ``deleting``) changes anything:
+        a refused delete leaves the pair's status as it was. Returns ``{"deployment": entry,
+        "record_deleted": bool, "status_changed": bool}``.
+        """
+        stamp = timestamp(now)
+        result = {"deployment": None, "record_deleted": False, "status_changed": False}
+        if not (reqmod.is_valid_name(user) and reqmod.is_valid_name(service_name)):
+            return result
+        entry = self.get_deployment(user, service_name)
+        result["deployment"] = entry
+        if entry is None or entry.get("deployment_id") != deployment_id:
+            return result
+        with fileutil.locked(self.data_dir):
+            if not check_only:
+                self._migrate()
+            entry = self._deleting_entry(user, service_name, deployment_id)
+            entry = self._update_entry(entry, user, service_name, deployment_id, stamp, status=STATUS_FAILED,
+                                       stage=_truncate(stage, 200), error=_truncate(error))
+            result.update(deployment=entry, status_changed=True,
+                          record_deleted=self._remove_pair_record(user, service_name, check_only))
+            if not check_only:
+                self._write_entry(entry)
+                if entry.get("namespace"):
+                    self._release_claim(entry["namespace"], user, service_name, deployment_id)
             return result
 
     # ----------------------------------------------------------------- reports

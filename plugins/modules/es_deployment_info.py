@@ -67,7 +67,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 deployments:
-  description: Matching entries of C(deployments.json), sorted by user/service.
+  description:
+    - Matching deployment status entries, sorted by user/service.
+    - C(status) is C(creating), C(created), C(failed), C(deleting) or C(deleted); a deleted cluster keeps
+      its entry (with C(previous_deployment_id), the deployment that was deleted) and its reports.
   returned: always
   type: list
   elements: dict
@@ -83,7 +86,7 @@ deployments:
       updated_at: "2024-01-01T00:02:00Z"
       reports_dir: /var/lib/es_serverless/deployment_reports
 tenant:
-  description: The tenant container record of the pair, or C(None).
+  description: The tenant container record of the pair, or C(None) (also once the cluster is deleted).
   returned: always
   type: dict
 reports:

@@ -34,7 +34,8 @@ options:
     type: str
     required: true
     choices: [starting, namespace_created, gitlab_pulled, k8s_applied, resources_configured, disk_configured,
-              gpu_configured, rollout_completed, tenant_synced, completed, failed]
+              gpu_configured, rollout_completed, tenant_synced, completed, deleting, resources_deleted, deleted,
+              failed]
   request:
     description:
       - The request. At least C(user), C(service_name) and C(namespace); the full request for
@@ -61,6 +62,13 @@ options:
   error:
     description: For C(failed), the error.
     type: str
+  flow:
+    description:
+      - For C(failed), the flow that failed, which words its message
+        (C(Cluster creation failed at stage ...) or C(Cluster deletion failed at stage ...)).
+    type: str
+    choices: [create, delete]
+    default: create
   data_dir:
     description: Data folder; the callback writes the report under C(<data_dir>/deployment_reports/).
     type: path
@@ -149,6 +157,7 @@ ARGUMENT_SPEC = dict(
         details=dict(type="dict"),
         stage=dict(type="str"),
         error=dict(type="str"),
+        flow=dict(type="str", choices=list(reports.FAILED_MESSAGES), default="create"),
         data_dir=dict(type="path", required=True),
         log_file=dict(type="path"),
     ),
@@ -163,7 +172,7 @@ def run(params, check_mode, warn):
     details = dict(params["details"] or {})
     if status == "failed":
         if message is None:
-            message = reports.failed_message(params["stage"], params["error"])
+            message = reports.failed_message(params["stage"], params["error"], params["flow"])
         details.setdefault("stage", params["stage"])
         details.setdefault("error", params["error"])
     try:

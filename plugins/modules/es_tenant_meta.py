@@ -11,7 +11,7 @@ __metaclass__ = type  # noqa: UP001
 DOCUMENTATION = r"""
 ---
 module: es_tenant_meta
-short_description: Record a tenant cluster in the metadata store (begin, sync, complete, fail)
+short_description: Record a tenant cluster in the metadata store (create and delete steps)
 version_added: "0.1.0"
 description:
   - Manages the tenant container record C(<data_dir>/tenant_data/{user}_{service_name}.json)
@@ -29,6 +29,13 @@ description:
     C(created) (for an update, its deployment becomes the live one), C(fail) is the rollback, with
     the record of this run deleted and the deployment status C(failed); for an update, the previous
     record put back, the status left C(created) and the failure kept in the entry's C(last_update).
+  - C(begin_delete) starts a delete (deployment status C(deleting) under this I(deployment_id)). It
+    refuses, writing nothing, a pair without a deployment status (RV(unknown_tenant)), a cluster that
+    another deployment is creating or deleting, one already deleted, and one whose namespace another
+    live cluster holds. C(complete_delete) deletes the tenant record, sets the status C(deleted) and
+    releases the namespace; the reports and the status entry stay. C(fail_delete) records a failed
+    delete (status C(failed) with I(stage) and I(error), tenant record deleted, namespace released)
+    and changes nothing when the delete did not begin.
 author:
   - ES Serverless platform team (@yunpeng)
 attributes:
@@ -44,12 +51,13 @@ options:
     description: Which step of the flow to record.
     type: str
     required: true
-    choices: [begin, sync, complete, fail]
+    choices: [begin, sync, complete, fail, begin_delete, complete_delete, fail_delete]
   request:
     description:
       - The tenant request (normally the C(request) returned by M(yunpeng.es_serverless.es_request)).
       - Required for C(begin), C(sync) and C(complete); validated again here.
-      - For C(fail) only its C(user), C(service_name) and C(namespace) are used, unvalidated.
+      - For C(fail) only its C(user), C(service_name) and C(namespace) are used, unvalidated; for the
+        delete states only its C(user) and C(service_name).
     type: dict
   deployment_id:
     description: Id shared by all records and reports of one run.
@@ -70,16 +78,16 @@ options:
     description: For C(sync), the full resource configuration stored under C(resources) in the tenant record.
     type: dict
   stage:
-    description: For C(fail), the stage that failed.
+    description: For C(fail) and C(fail_delete), the stage that failed.
     type: str
   error:
-    description: For C(fail), the error of the failed stage.
+    description: For C(fail) and C(fail_delete), the error of the failed stage.
     type: str
   user:
-    description: For C(fail) when there is no I(request), the user as given.
+    description: For C(fail) and the delete states when there is no I(request), the user as given.
     type: str
   service_name:
-    description: For C(fail) when there is no I(request), the service name as given.
+    description: For C(fail) and the delete states when there is no I(request), the service name as given.
     type: str
   namespace:
     description: For C(fail) when there is no I(request), the namespace as given.
@@ -117,11 +125,19 @@ EXAMPLES = r"""
     deployment_id: "{{ es_deployment_id }}"
     stage: k8s_applied
     error: "{{ ansible_failed_result.msg }}"
+
+- name: Delete, stage 0
+  yunpeng.es_serverless.es_tenant_meta:
+    data_dir: "{{ es_data_dir }}"
+    state: begin_delete
+    user: test_user
+    service_name: test_service
+    deployment_id: "{{ es_deployment_id }}"
 """
 
 RETURN = r"""
 record:
-  description: The tenant container record after the step (C(None) for C(fail)).
+  description: The tenant container record after the step (C(None) for C(fail) and the delete states).
   returned: always
   type: dict
   sample:
@@ -173,25 +189,36 @@ cluster_deployment_id:
   returned: when state is begin
   type: str
 record_deleted:
-  description: For C(fail), whether this run's tenant record was deleted.
-  returned: when state is fail
+  description: For C(fail), whether this run's tenant record was deleted; for C(complete_delete) and
+    C(fail_delete), whether the pair's tenant record was.
+  returned: when state is fail, complete_delete or fail_delete
   type: bool
 status_changed:
   description:
     - For C(fail), whether the deployment status was set to C(failed). False when the pair's status
       belongs to another live deployment (a refused second run never touches it).
-  returned: when state is fail
+    - For C(fail_delete), whether it was set to C(failed), false when the delete was refused before it began.
+  returned: when state is fail or fail_delete
+  type: bool
+unknown_tenant:
+  description: For C(begin_delete), true when it failed because the pair has no deployment status.
+  returned: when state is begin_delete
   type: bool
 """
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import RequestError
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore, StoreError
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import (
+    MetadataStore,
+    StoreError,
+    UnknownTenant,
+)
 
 ARGUMENT_SPEC = dict(
     argument_spec=dict(
         data_dir=dict(type="path", required=True),
-        state=dict(type="str", required=True, choices=["begin", "sync", "complete", "fail"]),
+        state=dict(type="str", required=True,
+                   choices=["begin", "sync", "complete", "fail", "begin_delete", "complete_delete", "fail_delete"]),
         request=dict(type="dict"),
         deployment_id=dict(type="str", required=True),
         quota=dict(type="dict", default={}),
@@ -207,6 +234,7 @@ ARGUMENT_SPEC = dict(
         ("state", "sync", ("request",)),
         ("state", "complete", ("request",)),
         ("state", "fail", ("stage", "error")),
+        ("state", "fail_delete", ("stage", "error")),
     ],
     supports_check_mode=True,
 )
@@ -240,6 +268,8 @@ def run(params, check_mode, warn):
             result["record"], result["deployment"] = store.complete(params["request"], params["deployment_id"],
                                                                     check_only=check)
             result["changed"] = True
+        elif state in ("begin_delete", "complete_delete", "fail_delete"):
+            _delete_step(store, state, params, check, result)
         else:
             ident = dict(params["request"] or {})
             user = ident.get("user", params["user"])
@@ -251,11 +281,34 @@ def run(params, check_mode, warn):
             result["record_deleted"] = outcome["record_deleted"]
             result["status_changed"] = outcome["status_changed"]
             result["changed"] = outcome["record_deleted"] or outcome["status_changed"]
+    except UnknownTenant as exc:
+        raise entry.ModuleFailed(str(exc), unknown_tenant=True, **result)
     except (StoreError, RequestError) as exc:
         raise entry.ModuleFailed(str(exc), **result)
     except (OSError, ValueError) as exc:
         raise entry.ModuleFailed("metadata store %s: %s" % (store.data_dir, exc), **result)
     return result
+
+
+def _delete_step(store, state, params, check, result):
+    ident = dict(params["request"] or {})
+    user = ident.get("user", params["user"])
+    service_name = ident.get("service_name", params["service_name"])
+    if state == "begin_delete":
+        result["deployment"] = store.begin_delete(user, service_name, params["deployment_id"], check_only=check)
+        result["unknown_tenant"] = False
+        result["changed"] = True
+        return
+    if state == "complete_delete":
+        outcome = store.complete_delete(user, service_name, params["deployment_id"], check_only=check)
+        result["changed"] = True
+    else:
+        outcome = store.fail_delete(user, service_name, params["deployment_id"], params["stage"], params["error"],
+                                    check_only=check)
+        result["status_changed"] = outcome["status_changed"]
+        result["changed"] = outcome["status_changed"]
+    result["deployment"] = outcome["deployment"]
+    result["record_deleted"] = outcome["record_deleted"]
 
 
 def main():

@@ -67,6 +67,23 @@ def run_playbook(kubeconfig, data_dir, extra_vars=None, inventory=None, args=(),
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def start_held_create(cluster, data_dir, user, service, namespace):
+    """Start a create in the background whose rollout is held for about 8 s (a cluster that pulls real
+    images is slower anyway); returns the process, whose output starts with the playbook's exit code."""
+    extra = {}
+    if cluster.sim:
+        cluster.sim.set_ready_delay(8)
+    elif cluster.controlplane:
+        extra["es_elasticsearch_image"] = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3-ready-after-8s"
+    return subprocess.Popen([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from tests.integration.flow import run_playbook, tenant_vars\n"
+        "p = run_playbook(%r, %r, tenant_vars(%r, %r, %r, **%r))\n"
+        "print(p.returncode); sys.stdout.write(p.stdout[-3000:])") % (
+            ROOT, cluster.kubeconfig, data_dir, user, service, namespace, extra)],
+        stdout=subprocess.PIPE, text=True)
+
+
 def output(proc):
     return proc.stdout + proc.stderr
 

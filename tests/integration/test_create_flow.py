@@ -26,6 +26,7 @@ from tests.integration.flow import (
     output,
     reports,
     run_playbook,
+    start_held_create,
     tenant_record,
     tenant_vars,
     wait_for,
@@ -312,20 +313,7 @@ def test_batch_with_forks(cluster, data_dir, tmp_path):
 
 
 def test_second_run_for_the_same_tenant_is_refused_while_the_first_is_creating(cluster, data_dir):
-    # Hold the first run in its rollout (a cluster that pulls real images is slower anyway).
-    extra = {}
-    if cluster.sim:
-        cluster.sim.set_ready_delay(8)
-    elif cluster.controlplane:
-        extra["es_elasticsearch_image"] = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3-ready-after-8s"
-    import subprocess
-    import sys
-    first = subprocess.Popen([sys.executable, "-c", (
-        "import json, sys; sys.path.insert(0, %r)\n"
-        "from tests.integration.flow import run_playbook, tenant_vars\n"
-        "p = run_playbook(%r, %r, tenant_vars('dup_user', 'svc', 'es-dup', **%r))\n"
-        "print(p.returncode); sys.stdout.write(p.stdout[-3000:])") % (ROOT, cluster.kubeconfig, data_dir, extra)],
-        stdout=subprocess.PIPE, text=True)
+    first = start_held_create(cluster, data_dir, "dup_user", "svc", "es-dup")  # held in its rollout
     assert wait_for(lambda: (find_deployment(data_dir, "dup_user", "svc") or {}).get("status") == "creating",
                     timeout=120)
     second = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("dup_user", "svc", "es-dup"))

@@ -1,7 +1,9 @@
-"""The create flow run by an identity that is not cluster-admin, on the real
-control plane (the simulator has no RBAC): with the documented ClusterRole
-(docs/rbac/provisioner.yml) it completes and rolls back; without it, it fails
-at the namespace stage with Kubernetes' own refusal and creates nothing."""
+"""The create and delete flows run by an identity that is not cluster-admin, on
+the real control plane (the simulator has no RBAC): with the documented
+ClusterRole (docs/rbac/provisioner.yml) a create completes and rolls back and a
+delete removes the namespace or, in a namespace that existed, the collection's
+objects; without it, a create fails at the namespace stage with Kubernetes' own
+refusal and creates nothing."""
 
 import os
 
@@ -59,6 +61,23 @@ def test_the_documented_role_is_enough_to_create_and_to_roll_back(provisioner, a
     assert "ErrImagePull" in failed["message"] or "ImagePullBackOff" in failed["message"], failed
     assert "forbidden" not in output(proc).lower()
     assert wait_for(lambda: "es-rbac-broken" not in _namespaces(admin), timeout=60)
+
+
+def test_the_documented_role_is_enough_to_delete(provisioner, admin, data_dir):
+    core = client.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": "es-rbac-shared"}})
+    for user, namespace in (("rbac_del", "es-rbac-del"), ("rbac_shared", "es-rbac-shared")):
+        proc = run_playbook(provisioner, data_dir, tenant_vars(user, "svc", namespace))
+        assert proc.returncode == 0, output(proc)
+        proc = run_playbook(provisioner, data_dir, {"es_user": user, "es_service_name": "svc"},
+                            playbook="playbooks/delete_cluster.yml")
+        assert proc.returncode == 0, output(proc)
+        assert [b["status"] for _n, b in reports(data_dir, user, "svc")][-1] == "deleted"
+        assert find_deployment(data_dir, user, "svc")["status"] == "deleted"
+    assert "es-rbac-del" not in {n.metadata.name for n in core.list_namespace().items}
+    assert core.read_namespace("es-rbac-shared").status.phase == "Active"
+    assert client.AppsV1Api(admin).list_namespaced_stateful_set("es-rbac-shared").items == []
+    assert core.list_namespaced_persistent_volume_claim("es-rbac-shared").items == []
 
 
 def test_without_rights_the_run_fails_at_the_namespace_stage(controlplane, admin, data_dir):

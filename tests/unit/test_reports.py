@@ -25,6 +25,9 @@ SPEC_MESSAGES = {
     "rollout_completed": "Cluster rollout completed successfully",
     "tenant_synced": "Data synced to tenant container management",
     "completed": "Cluster creation completed successfully",
+    "deleting": "Deleting cluster",
+    "resources_deleted": "Kubernetes resources deleted",
+    "deleted": "Cluster deleted successfully",
 }
 
 
@@ -39,7 +42,14 @@ def test_messages_exactly_as_spec(status):
 def test_status_order():
     assert list(reports.STATUSES) == ["starting", "namespace_created", "gitlab_pulled", "k8s_applied",
                                       "resources_configured", "disk_configured", "gpu_configured",
-                                      "rollout_completed", "tenant_synced", "completed", "failed"]
+                                      "rollout_completed", "tenant_synced", "completed", "deleting",
+                                      "resources_deleted", "deleted", "failed"]
+
+
+def test_failed_message_of_each_flow():
+    assert reports.failed_message("rollout", "boom") == "Cluster creation failed at stage rollout: boom"
+    assert reports.failed_message("delete_resources", "boom", "delete") == \
+        "Cluster deletion failed at stage delete_resources: boom"
 
 
 def test_starting_body_matches_spec_example():
