@@ -1,4 +1,4 @@
-"""The create and delete flows run by an identity that is not cluster-admin, on
+"""The create, update and delete flows run by an identity that is not cluster-admin, on
 the real control plane (the simulator has no RBAC): with the documented
 ClusterRole (docs/rbac/provisioner.yml) a create completes and rolls back and a
 delete removes the namespace or, in a namespace that existed, the collection's
@@ -51,6 +51,12 @@ def test_the_documented_role_is_enough_to_create_and_to_roll_back(provisioner, a
     assert proc.returncode == 0, output(proc)
     assert [b["status"] for _n, b in reports(data_dir, "rbac_user", "svc")][-1] == "completed"
     assert client.AppsV1Api(admin).read_namespaced_stateful_set("elasticsearch", "es-rbac").status.ready_replicas == 1
+    # an update that reads every object, recreates the StatefulSet (bigger disk) and expands the claim
+    proc = run_playbook(provisioner, data_dir, tenant_vars("rbac_user", "svc", "es-rbac", es_replicas=2,
+                                                           es_disk_size="20Gi"))
+    assert proc.returncode == 0, output(proc)
+    sts = client.AppsV1Api(admin).read_namespaced_stateful_set("elasticsearch", "es-rbac")
+    assert sts.spec.replicas == 2 and sts.spec.volume_claim_templates[0].spec.resources.requests["storage"] == "20Gi"
     failing = tenant_vars("rbac_user", "broken", "es-rbac-broken",
                           es_kibana_image=BAD_REGISTRY + "/kibana/kibana:8.15.3")
     proc = run_playbook(provisioner, data_dir, failing)
