@@ -19,7 +19,8 @@ same with 10 tenants as with 10,000; a query for one pair reads only that pair's
 
 Every write happens under ``fileutil.locked(data_dir)`` and is atomic (entries, claims and records
 are replaced by rename; index and log lines are appended with one write and fsync); reads take no
-lock and tolerate missing files. A record is only ever changed or removed by the
+lock and tolerate missing files, and a check-mode step takes no lock and writes nothing. A record
+is only ever changed or removed by the
 (user, service_name) pair that owns it, so ``a_b``/``c`` and ``a``/``b_c`` (same tenant record
 file name) can never overwrite each other: the second create is refused.
 
@@ -807,7 +808,7 @@ class MetadataStore:
         check_deployment_id(deployment_id)
         self._known_entry(user, service_name)
         stamp = timestamp(now)
-        with fileutil.locked(self.data_dir):
+        with self._locked(check_only):
             if not check_only:
                 self._migrate()
             entry = self._known_entry(user, service_name)
@@ -818,6 +819,11 @@ class MetadataStore:
                                  " fail, then delete it" % (what, current, entry.get("created_at")))
             if status == STATUS_DELETING:
                 raise StoreError("%s is already being deleted by deployment %s" % (what, current))
+            running = entry.get("update") if status == STATUS_CREATED else None
+            if isinstance(running, dict):
+                raise StoreError("%s is being updated by deployment %s (started %s); wait for it to finish or"
+                                 " fail, then delete it" % (what, running.get("deployment_id"),
+                                                            running.get("started_at")))
             if status == STATUS_DELETED:
                 raise StoreError("%s was already deleted (deployment %s, %s)"
                                  % (what, current, entry.get("updated_at")))
@@ -870,7 +876,7 @@ class MetadataStore:
         the history. Returns ``{"deployment": entry, "record_deleted": bool}``.
         """
         stamp = timestamp(now)
-        with fileutil.locked(self.data_dir):
+        with self._locked(check_only):
             if not check_only:
                 self._migrate()
             entry = self._deleting_entry(user, service_name, deployment_id)
@@ -900,7 +906,7 @@ class MetadataStore:
         result["deployment"] = entry
         if entry is None or entry.get("deployment_id") != deployment_id:
             return result
-        with fileutil.locked(self.data_dir):
+        with self._locked(check_only):
             if not check_only:
                 self._migrate()
             entry = self._deleting_entry(user, service_name, deployment_id)

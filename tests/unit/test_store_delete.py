@@ -102,6 +102,15 @@ def test_a_cluster_being_created_is_not_deleted(store):
     assert store.get_tenant("u", "s")["status"] == "creating"
 
 
+def test_a_cluster_being_updated_is_not_deleted(store):
+    created(store)
+    store.begin(req(replicas=3), "upd1", now=LATER)
+    before = store.get_deployment("u", "s")
+    with pytest.raises(StoreError, match="is being updated by deployment upd1"):
+        store.begin_delete("u", "s", "del1", now=LATER)
+    assert store.get_deployment("u", "s") == before
+
+
 def test_a_failed_delete_is_recorded_and_can_be_run_again(store):
     created(store)
     store.begin_delete("u", "s", "del1", now=LATER)
