@@ -18,6 +18,7 @@ from tests.kubesim.ctrl_util import (
     pod_available,
     pod_ready,
     random_suffix,
+    selector_matches,
     template_hash,
 )
 from tests.kubesim.store import AlreadyExists, NotFound
@@ -74,6 +75,26 @@ class AppsControllers:
         uid = owner["metadata"]["uid"]
         pods, _u = self.store.list("pods", owner["metadata"]["namespace"], lambda o: is_controlled_by(o, uid))
         return pods
+
+    def _adopt_orphans(self, owner, api_version, kind):
+        """Take the pods that match the owner's selector and have no controller (as the real controllers do)."""
+        meta = owner["metadata"]
+        selector = (owner.get("spec") or {}).get("selector")
+
+        def orphan(o):
+            refs = o["metadata"].get("ownerReferences") or []
+            return (not o["metadata"].get("deletionTimestamp") and not any(r.get("controller") for r in refs)
+                    and selector_matches(selector, o["metadata"].get("labels")))
+
+        def adopt(o):
+            o["metadata"]["ownerReferences"] = (o["metadata"].get("ownerReferences") or []) + [
+                owner_ref(owner, api_version, kind)]
+
+        for pod in self.store.list("pods", meta["namespace"], orphan)[0]:
+            try:
+                self.store.mutate("pods", meta["namespace"], pod["metadata"]["name"], adopt)
+            except NotFound:
+                pass
 
     def _new_pod(self, owner, api_version, kind, template, name=None, generate=None):
         tmeta = copy.deepcopy(template.get("metadata") or {})
@@ -242,6 +263,7 @@ class AppsControllers:
         current_rev = status.get("currentRevision") or update_rev
         current_tmpl = self._revision_template(ns, current_rev) if current_rev != update_rev else template
 
+        self._adopt_orphans(sts, "apps/v1", "StatefulSet")
         pods = {}
         for p in self._owned_pods(sts):
             pname = p["metadata"]["name"]

@@ -327,6 +327,28 @@ def test_deleting_statefulset_collects_pods_not_claims(cluster):
     assert len(store.list("persistentvolumeclaims", NS)[0]) == 2
 
 
+def test_a_recreated_statefulset_adopts_the_orphaned_pods(cluster):
+    store, _u, _u = cluster
+    store.create("apps/statefulsets", es_sts(replicas=2))
+    wait_for(lambda: sts_status(store).get("readyReplicas") == 2)
+    uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in store.list("pods", NS)[0]}
+
+    def orphan(o):
+        o["metadata"]["ownerReferences"] = []
+
+    for name in uids:  # what a delete with propagationPolicy Orphan leaves
+        store.mutate("pods", NS, name, orphan)
+    store.delete("apps/statefulsets", NS, "elasticsearch")
+    again = es_sts(replicas=2)
+    again["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = "10Gi"
+    store.create("apps/statefulsets", again)
+    wait_for(lambda: sts_status(store).get("readyReplicas") == 2)
+    new_uid = get(store, "apps/statefulsets", "elasticsearch")["metadata"]["uid"]
+    pods = store.list("pods", NS)[0]
+    assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods} == uids  # adopted, not replaced
+    assert all(p["metadata"]["ownerReferences"][0]["uid"] == new_uid for p in pods)
+
+
 def test_deleted_pod_is_recreated(cluster):
     store, _u, _u = cluster
     store.create("apps/statefulsets", es_sts(replicas=1))
