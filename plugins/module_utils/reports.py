@@ -8,7 +8,8 @@ The single home of the report contract (see docs of the spec "The ten reports"):
 * body ``{"status", "message", "timestamp", "user", "service_name", "namespace", "deployment_id", "details"?}``
 * file ``<data_dir>/deployment_reports/{user}_{service_name}_{YYYYMMDDTHHMMSS.ffffff}Z.json``;
   names sort in report order and never overwrite each other (``next_filename``)
-* log line ``{timestamp} - User: {user}, Service: {service}, Namespace: {ns}, Status: {status}, Message: {msg}``
+* log line ``{timestamp} - User: {user}, Service: {service}, Namespace: {ns}, Status: {status}, Message: {msg}``,
+  every field escaped so that it cannot forge another field (``escape_log_field``)
 
 The metadata store (store.py) owns the data folder: ``MetadataStore.write_report`` writes a report
 file, the pair's report index and the log line under the folder's lock, and ``store.query`` answers
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import urllib.parse
 from collections import OrderedDict
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import fileutil
@@ -159,29 +161,46 @@ def build(status, request_or_identity, deployment_id, message=None, details=None
     return body
 
 
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+LOG_FIELDS = ("timestamp", "user", "service_name", "namespace", "status", "message")
+LOG_FORMAT = "%s - User: %s, Service: %s, Namespace: %s, Status: %s, Message: %s"
+# Percent-encoded in every field of a log line: '%' (so the encoding reverses), ',' (the field
+# separator) and control characters (C0, DEL, C1, U+2028/U+2029: a line stays one line); in the
+# identity and status fields ':' too. No field then holds a ',' and no field before the message a
+# ':', so a line splits into its six fields one way only, and ", Service: vsvc," or
+# ", Status: completed," can only be a real field. Valid names, namespaces, statuses, timestamps and
+# the stage messages contain none of these characters, so their lines are unchanged.
+_LOG_ALWAYS = frozenset("%,")
+_LOG_IDENTITY = _LOG_ALWAYS | frozenset(":")
+_LOG_LINE_RE = re.compile(r"^(?P<timestamp>[^,]*) - User: (?P<user>[^,:]*), Service: (?P<service_name>[^,:]*),"
+                          r" Namespace: (?P<namespace>[^,:]*), Status: (?P<status>[^,:]*), Message: (?P<message>.*)$")
 
 
-def _escape(value):
+def _is_control(char):
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029)
+
+
+def escape_log_field(value, identity=True):
+    """``value`` as a log line field: ``%``, ``,``, control characters and (``identity``) ``:``
+    percent-encoded (UTF-8, ``%2C``), everything else as it is; ``unquote`` reverses it."""
     text = "" if value is None else str(value)
-    out = []
-    for char in text:
-        code = ord(char)
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif code < 0x20 or code == 0x7F:
-            out.append("\\x%02x" % code)
-        elif 0x80 <= code <= 0x9F or code in (0x2028, 0x2029):
-            out.append("\\u%04x" % code)
-        else:
-            out.append(char)
-    return "".join(out)
+    special = _LOG_IDENTITY if identity else _LOG_ALWAYS
+    return "".join("".join("%%%02X" % byte for byte in char.encode("utf-8"))
+                   if char in special or _is_control(char) else char for char in text)
 
 
 def log_line(report):
-    """The one-line log form of a report (control characters escaped, never a newline inside)."""
-    return "%s - User: %s, Service: %s, Namespace: %s, Status: %s, Message: %s" % tuple(
-        _escape(report.get(key)) for key in ("timestamp", "user", "service_name", "namespace", "status", "message"))
+    """The one-line log form of a report; every field escaped by ``escape_log_field``."""
+    return LOG_FORMAT % tuple(escape_log_field(report.get(key), key not in ("timestamp", "message"))
+                              for key in LOG_FIELDS)
+
+
+def parse_log_line(text):
+    """The fields of a log line (``LOG_FIELDS``, unescaped), or None when ``text`` is not one."""
+    match = _LOG_LINE_RE.match(text)
+    if match is None:
+        return None
+    return OrderedDict((key, urllib.parse.unquote(match.group(key))) for key in LOG_FIELDS)
 
 
 def encode_part(value):
@@ -305,19 +324,20 @@ def read(data_dir, names, user, service_name):
 def log_tail(log_file, user=None, service_name=None, lines=20, chunk=65536):
     """The last ``lines`` log lines (of the pair when ``user``/``service_name`` are given).
 
-    Reads the file backwards in chunks, so a large log is not loaded whole.
+    A line is the pair's when its parsed fields (``parse_log_line``) name exactly that user and
+    service; lines that do not parse are left out of a pair's tail. Reads the file backwards in
+    chunks, so a large log is not loaded whole.
     """
     if lines <= 0:
         return []
-    needles = []
-    if user is not None:
-        needles.append(" - User: %s, Service: " % _escape(user))
-    if service_name is not None:
-        needles.append(", Service: %s, Namespace: " % _escape(service_name))
     found = []
     for text in fileutil.lines_backwards(log_file, chunk):
-        if all(needle in text for needle in needles):
-            found.append(text)
-            if len(found) >= lines:
-                break
+        if user is not None or service_name is not None:
+            fields = parse_log_line(text)
+            if (fields is None or user is not None and fields["user"] != user
+                    or service_name is not None and fields["service_name"] != service_name):
+                continue
+        found.append(text)
+        if len(found) >= lines:
+            break
     return list(reversed(found))

@@ -275,7 +275,7 @@ def test_playbook_writes_reports_through_callback(tmp_path):
     assert len(lines) == 8
     assert lines[0].endswith(" - User: test_user, Service: test_service, Namespace: es-test, Status: starting,"
                              " Message: Starting cluster creation")
-    assert lines[-1].endswith("Status: failed, Message: Cluster creation failed at stage metadata: second\\nline")
+    assert lines[-1].endswith("Status: failed, Message: Cluster creation failed at stage metadata: second%0Aline")
 
     everything = proc.stdout + proc.stderr + open(log_file).read() + "".join(json.dumps(b) for b in bodies)
     assert "hunter2-secret-value" not in "".join(json.dumps(b) for b in bodies) + open(log_file).read()
