@@ -68,6 +68,12 @@ FILE_TS_RE = re.compile(r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z\.json$")
 FILE_TS_LEN = len("20240101T000000.000000Z.json")
 SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_NAME_PART = 100
+# The identity a refused request with an invalid user or service name is reported under: never a
+# valid name (it starts with '_'), so no tenant can have it, and its reports are one pair's
+# (``deployment_reports/_refused__refused_*.json``, ``deployments/_refused/_refused.reports``).
+# The raw values are kept in the report's ``details.refused``, never in a path or a key.
+REFUSED_NAME = "_refused"
+REFUSED_IDENTITY = OrderedDict([("user", REFUSED_NAME), ("service_name", REFUSED_NAME), ("namespace", "")])
 
 
 class ReportError(Exception):
@@ -120,7 +126,9 @@ def request_details(req):
 def build(status, request_or_identity, deployment_id, message=None, details=None, now=None):
     """Build one report body.
 
-    ``request_or_identity`` needs ``user``, ``service_name`` and ``namespace``; the full request
+    ``request_or_identity`` needs ``user``, ``service_name`` and ``namespace``; when the user or the
+    service name is not valid (a refused request) only a ``failed`` report can be built, under
+    ``REFUSED_IDENTITY`` with the raw values in ``details.refused``; the full request
     for ``starting``/``completed`` (their details) and the field named in a templated message
     (``disk_size`` for ``disk_configured``, ``gpu_count`` for ``gpu_configured``) unless
     ``message`` is given. ``failed`` needs ``message`` (use ``failed_message``).
@@ -130,6 +138,13 @@ def build(status, request_or_identity, deployment_id, message=None, details=None
                           % (reqmod.echo(status), ", ".join(STATUSES)))
     source = request_or_identity if isinstance(request_or_identity, dict) else {}
     ident = reqmod.identity(source)
+    refused = None
+    if not (reqmod.is_valid_name(ident["user"]) and reqmod.is_valid_name(ident["service_name"])):
+        if status != "failed":
+            raise ReportError("report %s needs a valid user and service name (got user %s, service_name %s);"
+                              " only a failed report can be of a refused request"
+                              % (status, reqmod.echo(ident["user"]), reqmod.echo(ident["service_name"])))
+        refused, ident = ident, REFUSED_IDENTITY
     if message is None:
         if status == "failed":
             raise ReportError("a failed report needs its message (stage and error)")
@@ -156,9 +171,14 @@ def build(status, request_or_identity, deployment_id, message=None, details=None
             if key not in full:
                 full[key] = value
         body["details"] = filter_secrets(full)
-    elif details:
-        body["details"] = filter_secrets(details)
+    elif details or refused:
+        body["details"] = filter_secrets(dict(details or {}, **({"refused": refused} if refused else {})))
     return body
+
+
+def is_refused(user, service_name):
+    """True for the identity of the reports of refused requests (``REFUSED_IDENTITY``)."""
+    return user == REFUSED_NAME and service_name == REFUSED_NAME
 
 
 LOG_FIELDS = ("timestamp", "user", "service_name", "namespace", "status", "message")
@@ -269,6 +289,11 @@ def check(report):
         raise ReportError("report is missing %s" % ", ".join(missing))
     if report["status"] not in MESSAGES:
         raise ReportError("unknown report status %s" % reqmod.echo(report["status"]))
+    user, service_name = report["user"], report["service_name"]
+    if not (is_refused(user, service_name) or reqmod.is_valid_name(user) and reqmod.is_valid_name(service_name)):
+        raise ReportError("report of user %s, service_name %s: a report names a valid pair or, for a refused"
+                          " request, %s (build it with reports.build)"
+                          % (reqmod.echo(user), reqmod.echo(service_name), REFUSED_NAME))
     return report
 
 

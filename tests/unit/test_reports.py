@@ -96,8 +96,17 @@ def test_failed_report():
     with pytest.raises(reports.ReportError):
         reports.build("failed", IDENT, "dep1")
     body = reports.build("failed", {"user": "../../etc", "service_name": None, "namespace": "x"}, "dep1",
-                         message=reports.failed_message("metadata", "user: bad"))
-    assert body["user"] == "../../etc" and body["service_name"] == ""
+                         message=reports.failed_message("metadata", "user: bad"), details={"stage": "metadata"})
+    # a refused identity: the report is the refused pair's, the raw values only in details
+    assert (body["user"], body["service_name"], body["namespace"]) == ("_refused", "_refused", "")
+    assert body["details"] == {"stage": "metadata",
+                               "refused": {"user": "../../etc", "service_name": "", "namespace": "x"}}
+    assert reports.file_prefix(body["user"], body["service_name"]) == "_refused__refused_"
+    reports.check(body)
+    with pytest.raises(reports.ReportError, match="only a failed report can be of a refused request"):
+        reports.build("namespace_created", {"user": "ok", "service_name": "a b", "namespace": "x"}, "dep1")
+    with pytest.raises(reports.ReportError, match="a report names a valid pair"):
+        reports.check(dict(body, service_name="a b"))
 
 
 def test_unknown_status():
