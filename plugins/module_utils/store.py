@@ -921,6 +921,14 @@ class MetadataStore:
             return result
 
     # ----------------------------------------------------------------- reports
+    def check_report_paths(self, log_file, user, service_name):
+        """Raise ``fileutil.UnsafePath`` when ``write_report`` of the pair would meet a symlink (the
+        lock, ``deployment_reports/``, the pair's index and its folders, the log file), so a report
+        task can fail before the callback, which cannot fail a task, meets it. Writes nothing."""
+        for path in (os.path.join(self.data_dir, fileutil.LOCK_NAME), os.path.join(self.reports_dir, "-"),
+                     self.index_path(user, service_name), log_file or reports.default_log_file(self.data_dir)):
+            fileutil.check_path(path, self.data_dir)
+
     def write_report(self, log_file, report, now=None):
         """Write ``report`` as a new report file, list it in the pair's index, append its log line.
 

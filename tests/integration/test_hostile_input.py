@@ -3,10 +3,13 @@ refused identities that must write nothing under their raw values, symlinks
 planted in the data folder, and the modes of the files it writes."""
 
 import os
+import stat
+
+import pytest
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports as reportsmod
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import query
-from tests.integration.flow import deployments, log_lines, output, reports, run_playbook, tenant_vars
+from tests.integration.flow import deployments, find_deployment, log_lines, output, reports, run_playbook, tenant_vars
 
 FORGED_USER = ("victim, Service: vsvc, Namespace: ns-v, Status: completed,"
                " Message: Cluster creation completed successfully")
@@ -46,3 +49,42 @@ def test_refused_identity_writes_nothing_under_the_raw_value(cluster, data_dir, 
     for user, service in (("../x", "s1"), ("u1", "../s1"), ("a b", "s1")):
         assert query(data_dir, user, service)["reports"] == []
     assert "es-bad" not in cluster.namespace_names()
+
+
+def _outside(tmp_path):
+    target = tmp_path / "outside"
+    target.mkdir()
+    (target / "file").write_text("keep\n")
+    return target
+
+
+@pytest.mark.parametrize("planted", ["deployment.log", "deployment_reports"])
+def test_planted_symlink_is_refused_and_its_target_untouched(cluster, data_dir, tmp_path, planted):
+    outside = _outside(tmp_path)
+    os.makedirs(data_dir)
+    link = os.path.join(data_dir, planted)
+    os.symlink(str(outside / "file") if planted.endswith(".log") else str(outside), link)
+    proc = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("sym_user", "svc", "es-sym"))
+    assert proc.returncode != 0
+    assert "refused: %s is a symbolic link" % link in output(proc)
+    assert sorted(os.listdir(str(outside))) == ["file"] and (outside / "file").read_text() == "keep\n"
+    assert os.path.islink(link)
+    # stage 1 is refused before anything is created in the cluster
+    assert "es-sym" not in cluster.namespace_names()
+    assert find_deployment(data_dir, "sym_user", "svc")["status"] == "failed"
+
+
+def test_files_0600_and_folders_0700(cluster, data_dir):
+    old = os.umask(0o002)  # a looser umask than the default: the modes do not depend on it
+    try:
+        proc = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("mode_user", "svc", "es-mode"))
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, output(proc)
+    seen = 0
+    for folder, _dirs, files in os.walk(data_dir):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o600, name
+            seen += 1
+    assert seen >= 13  # lock, log, 9 reports, entry, index, claim, tenant record
