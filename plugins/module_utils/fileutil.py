@@ -49,7 +49,10 @@ _local = threading.local()
 
 
 class UnsafePath(OSError):
-    """A path the collection writes is a symbolic link (or leaves the folder): refused, nothing written."""
+    """A path the collection writes is a symbolic link: refused, nothing written (``errno`` ELOOP)."""
+
+    def __str__(self):
+        return str(self.strerror)
 
 
 def _root_of(path):

@@ -121,3 +121,20 @@ def test_store_begin_refuses_a_symlinked_tenant_folder(tmp_path, outside):
     with pytest.raises(fileutil.UnsafePath, match="tenant_data is a symbolic link"):
         store.begin({"user": "u", "service_name": "s", "namespace": "es-n"}, "d1")
     assert_untouched(outside)
+
+
+def test_es_report_fails_on_a_planted_symlink_before_the_callback_meets_it(tmp_path, outside):
+    from ansible_collections.yunpeng.es_serverless.plugins.module_utils.entry import ModuleFailed
+    from ansible_collections.yunpeng.es_serverless.plugins.modules import es_report
+    data = tmp_path / "data"
+    data.mkdir()
+    params = {key: spec.get("default") for key, spec in es_report.ARGUMENT_SPEC["argument_spec"].items()}
+    params.update(status="namespace_created", deployment_id="d", data_dir=str(data),
+                  request={"user": "u", "service_name": "s", "namespace": "n"})
+    assert es_report.run(params, False, None)["es_report"]["report"]["status"] == "namespace_created"
+    (data / "deployment.log").symlink_to(outside / "file")
+    with pytest.raises(ModuleFailed, match="the report cannot be written: refused: %s is a symbolic link"
+                       % (data / "deployment.log")):
+        es_report.run(params, False, None)
+    assert es_report.run(params, True, None)["es_report"]["check_mode"] is True  # a check writes nothing
+    assert_untouched(outside)
