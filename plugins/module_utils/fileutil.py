@@ -14,6 +14,14 @@
 * ``locked(data_dir)``: ``fcntl.flock`` on ``<data_dir>/.lock``; serializes every
   writer of one data folder across processes (``--forks``, AWX, several
   ``ansible-playbook`` runs). Re-entrant inside one process and thread.
+
+Modes and symlinks (the one home of both rules): files are created ``0600`` and folders ``0700``
+(``FILE_MODE``, ``DIR_MODE``), whatever the umask: they hold tenant data. An existing file or folder
+keeps its mode. No write follows a symbolic link: the file itself is opened with ``O_NOFOLLOW`` or
+checked with ``lstat`` before it is replaced, and while the thread holds ``locked(data_dir)`` every
+folder between the data folder and the file must be a real folder too (the data folder itself, and
+a file outside it such as a log elsewhere, are the operator's: only the file is checked). A symlink
+raises ``UnsafePath`` naming it, and nothing is written.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -25,24 +33,96 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import threading
 
 LOCK_NAME = ".lock"
 TEMP_PREFIX = ".tmp-"
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 _held = {}
 _held_guard = threading.Lock()
 _thread_locks = {}
+_local = threading.local()
 
 
-def ensure_dir(path, mode=0o755):
-    """Create ``path`` (and parents) if it is missing."""
-    try:
-        os.makedirs(path, mode)
-    except OSError as exc:
-        if exc.errno != errno.EEXIST or not os.path.isdir(path):
+class UnsafePath(OSError):
+    """A path the collection writes is a symbolic link: refused, nothing written (``errno`` ELOOP)."""
+
+    def __str__(self):
+        return str(self.strerror)
+
+
+def _root_of(path):
+    """The innermost data folder whose lock this thread holds and that contains ``path``, or None."""
+    for root in reversed(getattr(_local, "roots", ())):
+        if path.startswith(root + os.sep):
+            return root
+    return None
+
+
+def check_path(path, root=None):
+    """Raise ``UnsafePath`` when ``path`` or a folder between ``root`` and it is a symbolic link.
+
+    ``root`` defaults to the data folder whose lock the thread holds (``locked``) when it contains
+    ``path``; without one only ``path`` itself is checked. Missing parts are fine (they will be
+    created as real folders). Returns the absolute path.
+    """
+    path = os.path.abspath(path)
+    root = os.path.abspath(root) if root else _root_of(path)
+    if root is not None and not path.startswith(root + os.sep):
+        root = None
+    parts = [path]
+    if root is not None:
+        head = os.path.dirname(path)
+        while head != root and head.startswith(root + os.sep):
+            parts.insert(0, head)
+            head = os.path.dirname(head)
+    for part in parts:
+        try:
+            info = os.lstat(part)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                break  # missing: the write creates it, or fails with its own error
             raise
+        if stat.S_ISLNK(info.st_mode):
+            raise UnsafePath(errno.ELOOP, "refused: %s is a symbolic link (the collection never writes through"
+                                          " a symlink; remove it or point es_data_dir/es_log_file at a real path)"
+                             % part, part)
+    return path
+
+
+def ensure_dir(path, mode=DIR_MODE):
+    """Create ``path`` (and missing parents, each ``mode``) if it is missing.
+
+    Below the data folder whose lock the thread holds no folder may be a symlink; the data folder
+    itself and folders outside it (an operator's ``/var/lib/es -> /data/es``) may be.
+    """
+    path = os.path.abspath(path)
+    if _root_of(path) is not None:
+        check_path(path)
+    missing = []
+    head = path
+    while not os.path.isdir(head):
+        missing.insert(0, head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for folder in missing:
+        try:
+            os.mkdir(folder, mode)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+        else:
+            os.chmod(folder, mode)  # mkdir applies the umask; the mode is the rule
+    if _root_of(path) is not None:
+        check_path(path)
+    if not os.path.isdir(path):
+        raise OSError(errno.ENOTDIR, "%s is not a folder" % path, path)
     return path
 
 
@@ -86,7 +166,7 @@ def _unlink_quietly(path):
         pass
 
 
-def atomic_write(path, data, mode=0o644, durable=True):
+def atomic_write(path, data, mode=FILE_MODE, durable=True):
     """Replace ``path`` with ``data`` (str or bytes) atomically and durably.
 
     With ``durable=False`` the fsyncs are left out: still atomic for readers, but a crash may lose
@@ -95,6 +175,7 @@ def atomic_write(path, data, mode=0o644, durable=True):
     """
     directory = os.path.dirname(os.path.abspath(path))
     ensure_dir(directory)
+    check_path(path)
     tmp = _write_temp(directory, data, mode, durable)
     try:
         os.rename(tmp, path)
@@ -106,13 +187,14 @@ def atomic_write(path, data, mode=0o644, durable=True):
     return path
 
 
-def create_exclusive(path, data, mode=0o644):
+def create_exclusive(path, data, mode=FILE_MODE):
     """Write ``data`` to the new file ``path`` atomically; never replaces an existing file.
 
     Raises ``FileExistsError`` (an ``OSError`` with ``EEXIST``) when ``path`` exists.
     """
     directory = os.path.dirname(os.path.abspath(path))
     ensure_dir(directory)
+    check_path(path)
     tmp = _write_temp(directory, data, mode)
     try:
         os.link(tmp, path)
@@ -122,7 +204,7 @@ def create_exclusive(path, data, mode=0o644):
     return path
 
 
-def write_json(path, obj, mode=0o644, durable=True):
+def write_json(path, obj, mode=FILE_MODE, durable=True):
     """Atomically write ``obj`` as indented JSON (keys in insertion order); ``durable`` as for ``atomic_write``."""
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", mode, durable)
 
@@ -141,6 +223,7 @@ def read_json(path, default=None):
 
 def remove(path):
     """Delete ``path`` durably; True when a file was removed, False when it was missing."""
+    check_path(os.path.dirname(os.path.abspath(path)))
     try:
         os.unlink(path)
     except OSError as exc:
@@ -151,7 +234,16 @@ def remove(path):
     return True
 
 
-def append_line(path, line, mode=0o644):
+def _open_nofollow(path, flags, mode):
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            check_path(path)  # raises UnsafePath naming the link
+        raise
+
+
+def append_line(path, line, mode=FILE_MODE):
     """Append ``line`` plus a newline with a single write on an O_APPEND descriptor, then fsync.
 
     When the file does not end with a newline (a write torn by a crash), one is written first.
@@ -160,12 +252,12 @@ def append_line(path, line, mode=0o644):
     ensure_dir(directory)
     payload = _to_bytes(line.rstrip("\n") + "\n")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
+        fd = _open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
         readable = True
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM):
             raise
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+        fd = _open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
         readable = False
     try:
         if readable:
@@ -231,7 +323,8 @@ def locked(data_dir):
     """Hold the exclusive lock of ``data_dir`` (creating the folder if needed).
 
     The lock is ``fcntl.flock`` on ``<data_dir>/.lock``; it is released when the
-    block ends or the process dies. Nested use in the same thread is allowed.
+    block ends or the process dies. Nested use in the same thread is allowed. While it is held,
+    the thread's writes below ``data_dir`` refuse a symlink at every folder between it and the file.
     """
     ensure_dir(data_dir)
     key = (os.getpid(), os.path.realpath(data_dir))
@@ -239,16 +332,19 @@ def locked(data_dir):
     with tlock:
         depth, fd = _held.get(key, (0, None))
         if depth == 0:
-            fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_nofollow(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, FILE_MODE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except BaseException:
                 os.close(fd)
                 raise
         _held[key] = (depth + 1, fd)
+        roots = _local.__dict__.setdefault("roots", [])
+        roots.append(os.path.abspath(data_dir))
         try:
             yield data_dir
         finally:
+            roots.pop()
             depth, fd = _held[key]
             if depth == 1:
                 del _held[key]

@@ -8,7 +8,8 @@ The single home of the report contract (see docs of the spec "The ten reports"):
 * body ``{"status", "message", "timestamp", "user", "service_name", "namespace", "deployment_id", "details"?}``
 * file ``<data_dir>/deployment_reports/{user}_{service_name}_{YYYYMMDDTHHMMSS.ffffff}Z.json``;
   names sort in report order and never overwrite each other (``next_filename``)
-* log line ``{timestamp} - User: {user}, Service: {service}, Namespace: {ns}, Status: {status}, Message: {msg}``
+* log line ``{timestamp} - User: {user}, Service: {service}, Namespace: {ns}, Status: {status}, Message: {msg}``,
+  every field escaped so that it cannot forge another field (``escape_log_field``)
 
 The metadata store (store.py) owns the data folder: ``MetadataStore.write_report`` writes a report
 file, the pair's report index and the log line under the folder's lock, and ``store.query`` answers
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import urllib.parse
 from collections import OrderedDict
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import fileutil
@@ -66,6 +68,12 @@ FILE_TS_RE = re.compile(r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z\.json$")
 FILE_TS_LEN = len("20240101T000000.000000Z.json")
 SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_NAME_PART = 100
+# The identity a refused request with an invalid user or service name is reported under: never a
+# valid name (it starts with '_'), so no tenant can have it, and its reports are one pair's
+# (``deployment_reports/_refused__refused_*.json``, ``deployments/_refused/_refused.reports``).
+# The raw values are kept in the report's ``details.refused``, never in a path or a key.
+REFUSED_NAME = "_refused"
+REFUSED_IDENTITY = OrderedDict([("user", REFUSED_NAME), ("service_name", REFUSED_NAME), ("namespace", "")])
 
 
 class ReportError(Exception):
@@ -118,7 +126,9 @@ def request_details(req):
 def build(status, request_or_identity, deployment_id, message=None, details=None, now=None):
     """Build one report body.
 
-    ``request_or_identity`` needs ``user``, ``service_name`` and ``namespace``; the full request
+    ``request_or_identity`` needs ``user``, ``service_name`` and ``namespace``; when the user or the
+    service name is not valid (a refused request) only a ``failed`` report can be built, under
+    ``REFUSED_IDENTITY`` with the raw values in ``details.refused``; the full request
     for ``starting``/``completed`` (their details) and the field named in a templated message
     (``disk_size`` for ``disk_configured``, ``gpu_count`` for ``gpu_configured``) unless
     ``message`` is given. ``failed`` needs ``message`` (use ``failed_message``).
@@ -128,6 +138,13 @@ def build(status, request_or_identity, deployment_id, message=None, details=None
                           % (reqmod.echo(status), ", ".join(STATUSES)))
     source = request_or_identity if isinstance(request_or_identity, dict) else {}
     ident = reqmod.identity(source)
+    refused = None
+    if not (reqmod.is_valid_name(ident["user"]) and reqmod.is_valid_name(ident["service_name"])):
+        if status != "failed":
+            raise ReportError("report %s needs a valid user and service name (got user %s, service_name %s);"
+                              " only a failed report can be of a refused request"
+                              % (status, reqmod.echo(ident["user"]), reqmod.echo(ident["service_name"])))
+        refused, ident = ident, REFUSED_IDENTITY
     if message is None:
         if status == "failed":
             raise ReportError("a failed report needs its message (stage and error)")
@@ -154,34 +171,56 @@ def build(status, request_or_identity, deployment_id, message=None, details=None
             if key not in full:
                 full[key] = value
         body["details"] = filter_secrets(full)
-    elif details:
-        body["details"] = filter_secrets(details)
+    elif details or refused:
+        body["details"] = filter_secrets(dict(details or {}, **({"refused": refused} if refused else {})))
     return body
 
 
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+def is_refused(user, service_name):
+    """True for the identity of the reports of refused requests (``REFUSED_IDENTITY``)."""
+    return user == REFUSED_NAME and service_name == REFUSED_NAME
 
 
-def _escape(value):
+LOG_FIELDS = ("timestamp", "user", "service_name", "namespace", "status", "message")
+LOG_FORMAT = "%s - User: %s, Service: %s, Namespace: %s, Status: %s, Message: %s"
+# Percent-encoded in every field of a log line: '%' (so the encoding reverses), ',' (the field
+# separator) and control characters (C0, DEL, C1, U+2028/U+2029: a line stays one line); in the
+# identity and status fields ':' too. No field then holds a ',' and no field before the message a
+# ':', so a line splits into its six fields one way only, and ", Service: vsvc," or
+# ", Status: completed," can only be a real field. Valid names, namespaces, statuses, timestamps and
+# the stage messages contain none of these characters, so their lines are unchanged.
+_LOG_ALWAYS = frozenset("%,")
+_LOG_IDENTITY = _LOG_ALWAYS | frozenset(":")
+_LOG_LINE_RE = re.compile(r"^(?P<timestamp>[^,]*) - User: (?P<user>[^,:]*), Service: (?P<service_name>[^,:]*),"
+                          r" Namespace: (?P<namespace>[^,:]*), Status: (?P<status>[^,:]*), Message: (?P<message>.*)$")
+
+
+def _is_control(char):
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029)
+
+
+def escape_log_field(value, identity=True):
+    """``value`` as a log line field: ``%``, ``,``, control characters and (``identity``) ``:``
+    percent-encoded (UTF-8, ``%2C``), everything else as it is; ``unquote`` reverses it."""
     text = "" if value is None else str(value)
-    out = []
-    for char in text:
-        code = ord(char)
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif code < 0x20 or code == 0x7F:
-            out.append("\\x%02x" % code)
-        elif 0x80 <= code <= 0x9F or code in (0x2028, 0x2029):
-            out.append("\\u%04x" % code)
-        else:
-            out.append(char)
-    return "".join(out)
+    special = _LOG_IDENTITY if identity else _LOG_ALWAYS
+    return "".join("".join("%%%02X" % byte for byte in char.encode("utf-8"))
+                   if char in special or _is_control(char) else char for char in text)
 
 
 def log_line(report):
-    """The one-line log form of a report (control characters escaped, never a newline inside)."""
-    return "%s - User: %s, Service: %s, Namespace: %s, Status: %s, Message: %s" % tuple(
-        _escape(report.get(key)) for key in ("timestamp", "user", "service_name", "namespace", "status", "message"))
+    """The one-line log form of a report; every field escaped by ``escape_log_field``."""
+    return LOG_FORMAT % tuple(escape_log_field(report.get(key), key not in ("timestamp", "message"))
+                              for key in LOG_FIELDS)
+
+
+def parse_log_line(text):
+    """The fields of a log line (``LOG_FIELDS``, unescaped), or None when ``text`` is not one."""
+    match = _LOG_LINE_RE.match(text)
+    if match is None:
+        return None
+    return OrderedDict((key, urllib.parse.unquote(match.group(key))) for key in LOG_FIELDS)
 
 
 def encode_part(value):
@@ -250,6 +289,11 @@ def check(report):
         raise ReportError("report is missing %s" % ", ".join(missing))
     if report["status"] not in MESSAGES:
         raise ReportError("unknown report status %s" % reqmod.echo(report["status"]))
+    user, service_name = report["user"], report["service_name"]
+    if not (is_refused(user, service_name) or reqmod.is_valid_name(user) and reqmod.is_valid_name(service_name)):
+        raise ReportError("report of user %s, service_name %s: a report names a valid pair or, for a refused"
+                          " request, %s (build it with reports.build)"
+                          % (reqmod.echo(user), reqmod.echo(service_name), REFUSED_NAME))
     return report
 
 
@@ -305,19 +349,20 @@ def read(data_dir, names, user, service_name):
 def log_tail(log_file, user=None, service_name=None, lines=20, chunk=65536):
     """The last ``lines`` log lines (of the pair when ``user``/``service_name`` are given).
 
-    Reads the file backwards in chunks, so a large log is not loaded whole.
+    A line is the pair's when its parsed fields (``parse_log_line``) name exactly that user and
+    service; lines that do not parse are left out of a pair's tail. Reads the file backwards in
+    chunks, so a large log is not loaded whole.
     """
     if lines <= 0:
         return []
-    needles = []
-    if user is not None:
-        needles.append(" - User: %s, Service: " % _escape(user))
-    if service_name is not None:
-        needles.append(", Service: %s, Namespace: " % _escape(service_name))
     found = []
     for text in fileutil.lines_backwards(log_file, chunk):
-        if all(needle in text for needle in needles):
-            found.append(text)
-            if len(found) >= lines:
-                break
+        if user is not None or service_name is not None:
+            fields = parse_log_line(text)
+            if (fields is None or user is not None and fields["user"] != user
+                    or service_name is not None and fields["service_name"] != service_name):
+                continue
+        found.append(text)
+        if len(found) >= lines:
+            break
     return list(reversed(found))

@@ -12,8 +12,10 @@ The store owns the data folder. Layout under ``data_dir``::
     .lock                                      flock serializing every writer
 
 ``<user>``, ``<service_name>`` and ``<namespace>`` are path parts (``path_part``): valid names as
-they are, anything else (the identity of a refused request) percent-encoded, so nothing leaves the
-folder. A write touches only files of one pair (entry, index, tenant record, report), of one
+they are, anything else percent-encoded, so nothing leaves the folder. Nothing is written for an
+invalid user or service name (a refused request has no tenant; its failed report is written under
+``reports.REFUSED_IDENTITY``); the encoding serves reads and entries that an earlier version wrote.
+A write touches only files of one pair (entry, index, tenant record, report), of one
 namespace (its claim), the files of the user's own folder (quota) and the log, so it costs the
 same with 10 tenants as with 10,000; a query for one pair reads only that pair's files.
 
@@ -713,7 +715,10 @@ class MetadataStore:
 
     # ----------------------------------------------------------------- rollback
     def fail(self, user, service_name, namespace, deployment_id, stage, error, now=None, check_only=False):
-        """Record a failed run. Works with invalid identities (a refused request).
+        """Record a failed run.
+
+        * An invalid user or service name (a refused request) has no tenant: nothing is written
+          (its failed report goes under ``reports.REFUSED_IDENTITY``).
 
         * The tenant record is deleted only when it belongs to this pair and this deployment.
         * The pair's entry becomes ``failed`` with ``stage`` and ``error`` unless it is live
@@ -729,6 +734,8 @@ class MetadataStore:
         deployment_id = "" if deployment_id is None else str(deployment_id)
         stamp = timestamp(now)
         result = {"deployment": None, "record_deleted": False, "status_changed": False}
+        if not (reqmod.is_valid_name(user) and reqmod.is_valid_name(service_name)):
+            return result
         with self._locked(check_only):
             if not check_only:
                 self._migrate()
@@ -748,14 +755,13 @@ class MetadataStore:
                     if running.get("previous_record") is not None:
                         fileutil.write_json(self.tenant_path(user, service_name), running["previous_record"])
                 return result
-            if reqmod.is_valid_name(user) and reqmod.is_valid_name(service_name):
-                path = self.tenant_path(user, service_name)
-                record = self._read_record_file(path)
-                if (record is not None and record.get("user") == user and record.get("service_name") == service_name
-                        and record.get("deployment_id") == deployment_id):
-                    if not check_only:
-                        fileutil.remove(path)
-                    result["record_deleted"] = True
+            path = self.tenant_path(user, service_name)
+            record = self._read_record_file(path)
+            if (record is not None and record.get("user") == user and record.get("service_name") == service_name
+                    and record.get("deployment_id") == deployment_id):
+                if not check_only:
+                    fileutil.remove(path)
+                result["record_deleted"] = True
             if (entry is not None and entry.get("deployment_id") != deployment_id
                     and entry.get("status") in LIVE_STATUSES):
                 result["deployment"] = entry
@@ -921,6 +927,14 @@ class MetadataStore:
             return result
 
     # ----------------------------------------------------------------- reports
+    def check_report_paths(self, log_file, user, service_name):
+        """Raise ``fileutil.UnsafePath`` when ``write_report`` of the pair would meet a symlink (the
+        lock, ``deployment_reports/``, the pair's index and its folders, the log file), so a report
+        task can fail before the callback, which cannot fail a task, meets it. Writes nothing."""
+        for path in (os.path.join(self.data_dir, fileutil.LOCK_NAME), os.path.join(self.reports_dir, "-"),
+                     self.index_path(user, service_name), log_file or reports.default_log_file(self.data_dir)):
+            fileutil.check_path(path, self.data_dir)
+
     def write_report(self, log_file, report, now=None):
         """Write ``report`` as a new report file, list it in the pair's index, append its log line.
 

@@ -58,7 +58,16 @@ options:
     description:
       - Personal, project or group access token, sent as C(PRIVATE-TOKEN).
       - Defaults to the E(GITLAB_TOKEN) environment variable.
+      - Prefer O(token_file) where the runner keeps a record of variables or environment
+        (ansible-runner writes its environment to C(artifacts/<id>/command) and C(env)).
     type: str
+  token_file:
+    description:
+      - File holding the token (surrounding whitespace ignored), read by the module on the controller,
+        so the token is never a task argument, a variable or an environment variable.
+      - When set, O(token) and E(GITLAB_TOKEN) are not used. A missing, unreadable or empty file fails
+        the pull, naming the path; a file that others may read is used with a warning.
+    type: path
   ca_path:
     description:
       - CA bundle (PEM) used to verify the server certificate.
@@ -94,7 +103,7 @@ EXAMPLES = r"""
     files:
       - docker-compose.yml
     dir: alice
-    token: "{{ es_gitlab_token }}"
+    token_file: /run/secrets/gitlab-token
     dest: /var/lib/es-serverless/workspace/alice_search/gitlab
   register: pulled
 """
@@ -175,6 +184,9 @@ error_kind:
   sample: not_found
 """
 
+import os  # noqa: E402
+import stat  # noqa: E402
+
 from ansible.module_utils.basic import env_fallback, missing_required_lib  # noqa: E402
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry, gitlab_pull  # noqa: E402
@@ -187,6 +199,7 @@ ARGUMENT_SPEC = dict(
         files=dict(type="list", elements="str", default=["docker-compose.yml"]),
         dir=dict(type="str"),
         token=dict(type="str", no_log=True, fallback=(env_fallback, ["GITLAB_TOKEN"])),
+        token_file=dict(type="path"),
         ca_path=dict(type="path"),
         validate_certs=dict(type="bool", default=True),
         timeout=dict(type="float", default=30),
@@ -200,6 +213,8 @@ def run(params, check_mode, warn):
     if not gitlab_pull.HAS_GITLAB:
         raise entry.ModuleFailed(missing_required_lib("python-gitlab"), exception=gitlab_pull.GITLAB_IMPORT_ERROR)
     token = params["token"]
+    if params["token_file"]:
+        token = _read_token_file(params["token_file"], warn)
     try:
         result = gitlab_pull.pull(
             params["url"], params["project"], params["dest"], ref=params["ref"], files=params["files"],
@@ -209,6 +224,22 @@ def run(params, check_mode, warn):
     except gitlab_pull.PullError as err:
         raise entry.ModuleFailed(gitlab_pull.scrub(err.message, [token]), error_kind=err.kind)
     return result
+
+
+def _read_token_file(path, warn):
+    """The token in ``path``; failures name the path and the reason, never the content."""
+    try:
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            token = handle.read().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise entry.ModuleFailed("token_file %s cannot be read: %s" % (path, reason), error_kind="token_file")
+    if not token:
+        raise entry.ModuleFailed("token_file %s is empty" % path, error_kind="token_file")
+    if stat.S_IMODE(mode) & 0o077:
+        warn("token_file %s may be read by other users (mode %04o); chmod 600 it" % (path, stat.S_IMODE(mode)))
+    return token
 
 
 def main():

@@ -21,6 +21,9 @@ description:
     C(<data_dir>/deployment_reports/) and the log line. Enable that callback
     (C(ANSIBLE_CALLBACKS_ENABLED=yunpeng.es_serverless.reports)) or no report is written.
   - Do not set C(no_log) on report tasks; the callback would receive a censored result.
+  - It fails, naming the path, when a path the callback would write is a symbolic link (the lock,
+    C(deployment_reports/), the pair's report index and its folders, the log file); the callback
+    refuses to write through a symlink, and it cannot fail a task itself.
   - Keys of I(details) named like passwords, tokens or secrets are removed, recursively.
 author:
   - ES Serverless platform team (@yunpeng)
@@ -147,6 +150,7 @@ es_report:
 """
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry, reports
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore
 
 ARGUMENT_SPEC = dict(
     argument_spec=dict(
@@ -181,6 +185,11 @@ def run(params, check_mode, warn):
     except reports.ReportError as exc:
         raise entry.ModuleFailed(str(exc))
     log_file = params["log_file"] or reports.default_log_file(params["data_dir"])
+    if not check_mode:
+        try:
+            MetadataStore(params["data_dir"]).check_report_paths(log_file, body["user"], body["service_name"])
+        except OSError as exc:
+            raise entry.ModuleFailed("the report cannot be written: %s" % exc)
     return dict(changed=False, es_report=dict(
         report=body,
         data_dir=params["data_dir"],

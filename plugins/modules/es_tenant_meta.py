@@ -29,6 +29,8 @@ description:
     C(created) (for an update, its deployment becomes the live one), C(fail) is the rollback, with
     the record of this run deleted and the deployment status C(failed); for an update, the previous
     record put back, the status left C(created) and the failure kept in the entry's C(last_update).
+    For an invalid user or service name (a refused request, there is no tenant) C(fail) writes
+    nothing; its failed report goes under the identity C(_refused).
   - C(begin_delete) starts a delete (deployment status C(deleting) under this I(deployment_id)). It
     refuses, writing nothing, a pair without a deployment status (RV(unknown_tenant)), a cluster that
     another deployment is creating or deleting, one already deleted, and one whose namespace another
@@ -196,7 +198,8 @@ record_deleted:
 status_changed:
   description:
     - For C(fail), whether the deployment status was set to C(failed). False when the pair's status
-      belongs to another live deployment (a refused second run never touches it).
+      belongs to another live deployment (a refused second run never touches it) or the user or
+      service name is invalid.
     - For C(fail_delete), whether it was set to C(failed), false when the delete was refused before it began.
   returned: when state is fail or fail_delete
   type: bool

@@ -107,10 +107,19 @@ def log_lines(data_dir, log_file=None):
         return f.read().splitlines()
 
 
+def _log_field(value, identity=True):
+    # The spec's log line with the README's escape: '%', ',' and control characters
+    # percent-encoded in every field, ':' too in the identity and status fields.
+    special = "%,:" if identity else "%,"
+    return "".join("".join("%%%02X" % b for b in c.encode("utf-8"))
+                   if c in special or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" else c
+                   for c in str(value))
+
+
 def expected_log_line(report):
     return "%s - User: %s, Service: %s, Namespace: %s, Status: %s, Message: %s" % (
-        report["timestamp"], report["user"], report["service_name"], report["namespace"], report["status"],
-        report["message"])
+        _log_field(report["timestamp"], False), _log_field(report["user"]), _log_field(report["service_name"]),
+        _log_field(report["namespace"]), _log_field(report["status"]), _log_field(report["message"], False))
 
 
 def deployments(data_dir):

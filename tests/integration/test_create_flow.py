@@ -265,8 +265,8 @@ def test_invalid_request_writes_only_inside_the_data_folder(cluster, data_dir, t
     assert proc.returncode != 0
     got = reports(data_dir)
     assert [b["status"] for _u, b in got] == ["failed"]
-    assert got[0][1]["user"] == "../../etc"
-    assert got[0][0].startswith("%2E.%2F..%2Fetc_svc_")
+    assert got[0][1]["user"] == "_refused" and got[0][1]["details"]["refused"]["user"] == "../../etc"
+    assert got[0][0].startswith("_refused__refused_")
     assert "user:" in got[0][1]["message"] and "stage metadata" in got[0][1]["message"]
     # Nothing escaped the data folder and nothing went to the cluster.
     outside = sorted(p.name for p in tmp_path.iterdir())

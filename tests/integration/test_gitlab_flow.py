@@ -10,6 +10,7 @@ import pytest
 from tests.gitlabsim.server import sample_server
 from tests.integration.flow import (
     all_files_text,
+    expected_log_line,
     find_deployment,
     log_lines,
     output,
@@ -70,6 +71,19 @@ def test_pull_changes_the_configmap_and_adds_manifests(cluster, data_dir, gitlab
     assert any(r["headers"].get("PRIVATE-TOKEN") == gitlab_server.token for r in gitlab_server.requests)
 
 
+def test_token_file_with_vvv_leaks_the_token_nowhere(cluster, data_dir, gitlab_server, tmp_path):
+    token_file = tmp_path / "gitlab-token"
+    token_file.write_text(gitlab_server.token + "\n")
+    token_file.chmod(0o600)
+    proc = run_playbook(cluster.kubeconfig, data_dir, gitlab_vars(gitlab_server, es_gitlab_token_file=str(token_file)),
+                        env={"GITLAB_TOKEN": "glpat-not-this-one-0000"}, args=["-vvv"])
+    assert proc.returncode == 0, output(proc)
+    assert reports(data_dir, "git_user", "svc")[-1][1]["status"] == "completed"
+    # the file's token was sent (it wins over GITLAB_TOKEN) and is nowhere in the output or the data folder
+    assert {r["headers"].get("PRIVATE-TOKEN") for r in gitlab_server.requests} == {gitlab_server.token}
+    assert gitlab_server.token not in output(proc) and gitlab_server.token not in all_files_text(data_dir)
+
+
 def test_manifest_for_another_namespace_is_refused(cluster, data_dir, gitlab_server):
     project = gitlab_server.projects[42]
     project.commit({"k8s/evil.yml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: evil\n"
@@ -117,7 +131,7 @@ def test_pull_failures_roll_back_without_leaking_the_token(cluster, data_dir, ca
     assert message.startswith("Cluster creation failed at stage gitlab: ")
     assert needle.lower() in message.lower()
     assert (extra.get("es_gitlab_url") or server.url) in message
-    assert log_lines(data_dir)[-1].endswith("Status: failed, Message: " + message)
+    assert log_lines(data_dir)[-1] == expected_log_line(got[-1][1])
     assert tenant_record(data_dir, "git_user", "svc") is None
     assert find_deployment(data_dir, "git_user", "svc")["stage"] == "gitlab"
     for token in (server.token, "glpat-wrong-token-xyz"):

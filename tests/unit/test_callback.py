@@ -258,7 +258,7 @@ def test_playbook_writes_reports_through_callback(tmp_path):
         "Starting cluster creation", "GitLab pull skipped: no GitLab URL configured",
         "Kubernetes resources applied successfully", "Disk size configured to 10Gi", "GPU count configured to 2",
         "Cluster creation completed successfully"]
-    assert all(n.startswith("test_user_test_service_") for n in names if "etc" not in n)
+    assert all(n.startswith("test_user_test_service_") for n in names if "_refused_" not in n)
     assert {b["deployment_id"] for b in mine} == {"dep-1"}
     assert mine[0]["details"]["replicas"] == 2 and mine[-1]["details"]["gpu_count"] == 2
     assert mine[2]["details"] == {"objects": ["StatefulSet/elasticsearch"]}
@@ -266,8 +266,12 @@ def test_playbook_writes_reports_through_callback(tmp_path):
     failed = [b for b in bodies if b["status"] == "failed"]
     assert [b["message"] for b in failed] == ["Cluster creation failed at stage metadata: user: bad",
                                               "Cluster creation failed at stage metadata: second\nline"]
-    assert all(b["user"] == "../../etc" for b in failed)
-    assert len([n for n in names if n.startswith("%2E.%2F..%2Fetc_x_")]) == 2
+    # refused identity: the refused pair's reports, the raw values only in details
+    assert all((b["user"], b["service_name"]) == ("_refused", "_refused") for b in failed)
+    assert all(b["details"]["refused"] == {"user": "../../etc", "service_name": "x", "namespace": "es-test"}
+               for b in failed)
+    assert len([n for n in names if n.startswith("_refused__refused_")]) == 2
+    assert not [n for n in names if "etc" in n]
     for folder in (tmp_path, tmp_path / "data", tmp_path.parent):
         assert not [n for n in os.listdir(str(folder)) if n.startswith("etc")]
 
@@ -275,7 +279,7 @@ def test_playbook_writes_reports_through_callback(tmp_path):
     assert len(lines) == 8
     assert lines[0].endswith(" - User: test_user, Service: test_service, Namespace: es-test, Status: starting,"
                              " Message: Starting cluster creation")
-    assert lines[-1].endswith("Status: failed, Message: Cluster creation failed at stage metadata: second\\nline")
+    assert lines[-1].endswith("Status: failed, Message: Cluster creation failed at stage metadata: second%0Aline")
 
     everything = proc.stdout + proc.stderr + open(log_file).read() + "".join(json.dumps(b) for b in bodies)
     assert "hunter2-secret-value" not in "".join(json.dumps(b) for b in bodies) + open(log_file).read()
@@ -291,7 +295,8 @@ def test_playbook_writes_reports_through_callback(tmp_path):
             return handle.read().splitlines()
 
     assert index("test_user", "test_service") == [n for n in names if n.startswith("test_user_test_service_")]
-    assert index("%2E.%2F..%2Fetc", "x") == [n for n in names if n.startswith("%2E.%2F..%2Fetc_x_")]
+    assert index("_refused", "_refused") == [n for n in names if n.startswith("_refused__refused_")]
+    assert sorted(os.listdir(os.path.join(data_dir, "deployments"))) == ["_refused", "test_user"]
     assert sorted(os.listdir(data_dir)) == [".lock", "deployment_reports", "deployments", "namespaces", "tenant_data"]
 
 

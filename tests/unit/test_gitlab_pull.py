@@ -429,3 +429,39 @@ def test_module_through_ansible_success_and_failure_never_shows_the_token(gitlab
     assert sorted(os.listdir(os.path.dirname(dest))) == ["gitlab"]
     assert sorted(digest(dest)) == ["docker-compose.yml", "elasticsearch.yml", "k8s/configmap.yml",
                                     "k8s/nested/service.yaml"]
+
+
+# ---------------------------------------------------------------- token_file
+def module_params(server, dest, **extra):
+    from ansible_collections.yunpeng.es_serverless.plugins.modules import es_gitlab_pull as module
+    params = {key: spec.get("default") for key, spec in module.ARGUMENT_SPEC["argument_spec"].items()}
+    params.update(url=server.url, project=PROJECT, dest=dest, **extra)
+    return module, params
+
+
+def test_token_file_is_read_and_wins_over_the_environment(gitlab_server, dest, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("  %s\n" % gitlab_server.token)
+    token_file.chmod(0o600)
+    module, params = module_params(gitlab_server, dest, token="glpat-from-env-000", token_file=str(token_file))
+    warnings = []
+    result = module.run(params, False, warnings.append)
+    assert result["commit"] == head(gitlab_server) and warnings == []
+    assert {r["headers"].get("PRIVATE-TOKEN") for r in gitlab_server.requests} == {gitlab_server.token}
+    token_file.chmod(0o644)
+    module.run(params, False, warnings.append)
+    assert warnings == ["token_file %s may be read by other users (mode 0644); chmod 600 it" % token_file]
+
+
+@pytest.mark.parametrize("content, error", [(None, "cannot be read: No such file or directory"),
+                                            ("\n \n", "is empty"), (b"\xff\xfe", "cannot be read: not UTF-8 text")])
+def test_bad_token_file_fails_naming_the_path_only(gitlab_server, dest, tmp_path, content, error):
+    from ansible_collections.yunpeng.es_serverless.plugins.module_utils.entry import ModuleFailed
+    token_file = tmp_path / "token"
+    if content is not None:
+        (token_file.write_bytes if isinstance(content, bytes) else token_file.write_text)(content)
+    module, params = module_params(gitlab_server, dest, token_file=str(token_file))
+    with pytest.raises(ModuleFailed) as info:
+        module.run(params, False, lambda msg: None)
+    assert info.value.msg == "token_file %s %s" % (token_file, error)
+    assert info.value.result["error_kind"] == "token_file" and gitlab_server.requests == []

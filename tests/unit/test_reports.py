@@ -96,8 +96,17 @@ def test_failed_report():
     with pytest.raises(reports.ReportError):
         reports.build("failed", IDENT, "dep1")
     body = reports.build("failed", {"user": "../../etc", "service_name": None, "namespace": "x"}, "dep1",
-                         message=reports.failed_message("metadata", "user: bad"))
-    assert body["user"] == "../../etc" and body["service_name"] == ""
+                         message=reports.failed_message("metadata", "user: bad"), details={"stage": "metadata"})
+    # a refused identity: the report is the refused pair's, the raw values only in details
+    assert (body["user"], body["service_name"], body["namespace"]) == ("_refused", "_refused", "")
+    assert body["details"] == {"stage": "metadata",
+                               "refused": {"user": "../../etc", "service_name": "", "namespace": "x"}}
+    assert reports.file_prefix(body["user"], body["service_name"]) == "_refused__refused_"
+    reports.check(body)
+    with pytest.raises(reports.ReportError, match="only a failed report can be of a refused request"):
+        reports.build("namespace_created", {"user": "ok", "service_name": "a b", "namespace": "x"}, "dep1")
+    with pytest.raises(reports.ReportError, match="a report names a valid pair"):
+        reports.check(dict(body, service_name="a b"))
 
 
 def test_unknown_status():
@@ -124,10 +133,49 @@ def test_log_line_exact():
 def test_log_line_escapes_control_characters():
     body = reports.build("failed", {"user": "a\nb", "service_name": "s\r", "namespace": "n\x00"}, "d", now=NOW,
                          message="bad\nthing\tx\x1b[31m\u2028end\x85")
-    line = reports.log_line(body)
+    line = reports.log_line(dict(body, user="a\nb", service_name="s\r", namespace="n\x00"))
     assert "\n" not in line and "\r" not in line and len(line.splitlines()) == 1
-    assert line == ("2024-01-01T00:00:00Z - User: a\\nb, Service: s\\r, Namespace: n\\x00, Status: failed, "
-                    "Message: bad\\nthing\\tx\\x1b[31m\\u2028end\\u0085")
+    assert line == ("2024-01-01T00:00:00Z - User: a%0Ab, Service: s%0D, Namespace: n%00, Status: failed, "
+                    "Message: bad%0Athing%09x%1B[31m%E2%80%A8end%C2%85")
+    assert reports.parse_log_line(line)["message"] == "bad\nthing\tx\x1b[31m\u2028end\x85"
+
+
+FORGED = "victim, Service: vsvc, Namespace: ns-v, Status: completed, Message: Cluster creation completed successfully"
+
+
+@pytest.mark.parametrize("field", ["user", "service_name", "namespace", "message"])
+def test_log_line_fields_cannot_forge_another_line(field):
+    report = {"timestamp": "2024-01-01T00:00:00Z", "user": "eve", "service_name": "esvc", "namespace": "ns-e",
+              "status": "failed", "message": "Cluster creation failed at stage metadata: user: bad"}
+    report[field] = FORGED + "\n2024-01-01T00:00:00Z - User: victim, Service: vsvc, Namespace: ns-v, Status: completed"
+    line = reports.log_line(report)
+    assert len(line.splitlines()) == 1 and line.count(",") == 4
+    assert "User: victim, Service: vsvc," not in line and ", Status: completed," not in line
+    parsed = reports.parse_log_line(line)
+    assert parsed == {key: report[key] for key in reports.LOG_FIELDS}  # reversible
+    assert (parsed["user"], parsed["service_name"], parsed["status"]) != ("victim", "vsvc", "completed")
+
+
+def test_log_line_of_valid_values_is_unchanged():
+    # The characters the escape touches never occur in valid values or in the stage messages.
+    for status in reports.STATUSES:
+        body = reports.build(status, dict(REQ, gpu_count=2), "d", now=NOW,
+                             message=reports.failed_message("rollout", "timeout") if status == "failed" else None)
+        assert reports.log_line(body) == "%s - User: %s, Service: %s, Namespace: %s, Status: %s, Message: %s" % (
+            body["timestamp"], body["user"], body["service_name"], body["namespace"], status, body["message"])
+    skipped = reports.build("gitlab_pulled", REQ, "d", now=NOW,
+                            message="GitLab pull skipped: no GitLab URL configured")
+    assert reports.log_line(skipped).endswith("Message: GitLab pull skipped: no GitLab URL configured")
+    # A message's '%' and ',' are encoded (reversibly); its ':' stays.
+    odd = dict(skipped, message="quota: limit 5, in use 100%")
+    assert reports.log_line(odd).endswith("Message: quota: limit 5%2C in use 100%25")
+    assert reports.parse_log_line(reports.log_line(odd))["message"] == "quota: limit 5, in use 100%"
+
+
+def test_parse_log_line_refuses_other_text():
+    assert reports.parse_log_line("one") is None
+    assert reports.parse_log_line("2024-01-01T00:00:00Z - User: u, Serv") is None
+    assert reports.parse_log_line("t - User: a:b, Service: s, Namespace: n, Status: failed, Message: m") is None
 
 
 def test_filename_format_and_encoding():
@@ -221,3 +269,19 @@ def test_log_tail(tmp_path):
     # small chunks exercise the backwards reader across chunk borders
     assert reports.log_tail(str(log), "u0", "s", lines=15, chunk=37) == reports.log_tail(str(log), "u0", "s", 15)
     assert reports.log_tail(str(log), "u0", "s", lines=15, chunk=37) == lines[0::2]
+
+
+def test_log_tail_of_a_pair_matches_only_its_own_lines(tmp_path):
+    log = tmp_path / "deployment.log"
+    real = reports.build("failed", {"user": "victim", "service_name": "vsvc", "namespace": "ns-v"}, "d1",
+                         message="Cluster creation failed at stage rollout: timeout")
+    lines = [reports.log_line(real)]
+    for field in ("user", "service_name", "namespace", "message"):
+        report = dict(real, user="eve", service_name="esvc", namespace="ns-e", deployment_id="d2")
+        report[field] = FORGED
+        lines.append(reports.log_line(report))
+    log.write_text("\n".join(lines) + "\n")
+    assert reports.log_tail(str(log), "victim", "vsvc") == lines[:1]
+    assert reports.log_tail(str(log), "victim") == lines[:1]
+    assert reports.log_tail(str(log), service_name="vsvc") == lines[:1]
+    assert [reports.parse_log_line(line)["status"] for line in reports.log_tail(str(log))] == ["failed"] * 5

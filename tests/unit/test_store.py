@@ -224,20 +224,12 @@ def test_fail_never_touches_created_cluster(store):
 
 
 def test_fail_with_invalid_identity(store, tmp_path):
-    out = store.fail("../../etc", "x y", "Bad NS", "dep1", "metadata", "user: must be ...")
-    assert out["status_changed"]
-    data = deployments(store)
-    assert data["../../etc/x y"]["status"] == "failed"
-    assert data["../../etc/x y"]["user"] == "../../etc"
-    assert sorted(os.listdir(str(tmp_path))) == [".lock", "deployments"]
-    assert os.listdir(str(tmp_path / "deployments")) == ["%2E.%2F..%2Fetc"]
-    assert os.listdir(str(tmp_path / "deployments" / "%2E.%2F..%2Fetc")) == ["x%20y.json"]
-    assert store.list_deployments(user="../../etc")[0]["service_name"] == "x y"
-    assert store.get_deployment("../../etc", "x y")["namespace"] == "Bad NS"
-    out = store.fail(None, None, None, "dep1", "metadata", "user: is required")
-    assert deployments(store)["/"]["status"] == "failed"
-    assert (tmp_path / "deployments" / "%" / "%.json").is_file()
-    assert store.get_deployment("", "")["error"] == "user: is required"
+    # A refused request has no tenant: nothing is written for the raw values, not even the lock.
+    for user, service in (("../../etc", "x y"), ("../x", "s1"), ("ok", "../s"), (None, None)):
+        out = store.fail(user, service, "Bad NS", "dep1", "metadata", "user: must be ...")
+        assert out == {"deployment": None, "record_deleted": False, "status_changed": False}
+    assert os.listdir(str(tmp_path)) == []
+    assert store.get_deployment("../../etc", "x y") is None and store.list_deployments() == []
 
 
 def test_reads_tolerate_missing_files(store):

@@ -142,16 +142,24 @@ def test_invalid_identity_cannot_escape(tmp_path):
                          message="Cluster creation failed at stage metadata: user: bad")
     path = store.write_report(None, body)
     store.fail("../../etc", "../x", "", "d", "metadata", "user: bad")
-    store.write_report(None, reports.build("failed", ident("", "", ""), "d", message="user: is required"))
+    empty = reports.build("failed", ident("", "", ""), "d", message="user: is required")
+    store.write_report(None, empty)
     assert os.path.dirname(path) == str(data / "deployment_reports")
+    assert os.path.basename(path).startswith("_refused__refused_")
     assert sorted(os.listdir(str(tmp_path))) == ["data"]
     assert sorted(os.listdir(str(data))) == [".lock", "deployment.log", "deployment_reports", "deployments"]
-    assert tree(str(data / "deployments")) == ["%/%.reports", "%2E.%2F..%2Fetc/%2E.%2Fx.json",
-                                               "%2E.%2F..%2Fetc/%2E.%2Fx.reports"]
-    answer = query(str(data), "../../etc", "../x")
-    assert [e["report"] for e in answer["reports"]] == [body]
-    assert answer["deployments"][0]["status"] == "failed" and answer["tenant"] is None
-    assert query(str(data), "", "")["reports"][0]["report"]["message"] == "user: is required"
+    # no entry and no index for the raw values: the refusals are the refused pair's reports
+    assert tree(str(data / "deployments")) == ["_refused/_refused.reports"]
+    assert query(str(data), "../../etc", "../x") == {"deployments": [], "tenant": None, "reports": [],
+                                                     "latest_report": None, "log_tail": []}
+    answer = query(str(data), "_refused", "_refused")
+    assert [e["report"] for e in answer["reports"]] == [body, empty]
+    assert answer["deployments"] == [] and answer["tenant"] is None
+    assert body["details"]["refused"] == {"user": "../../etc", "service_name": "../x", "namespace": ""}
+    assert empty["details"]["refused"] == {"user": "", "service_name": "", "namespace": ""}
+    # a report that names an invalid pair is never written (it would be a path of the raw value)
+    with pytest.raises(reports.ReportError, match="a report names a valid pair"):
+        store.write_report(None, dict(body, user="../../etc"))
 
 
 # ---------------------------------------------------------------- report index and the 1 µs rule
@@ -480,6 +488,7 @@ def legacy_folder(root):
         when = at(second) + datetime.timedelta(microseconds=1 if user == "a" else 0)
         kwargs = {"message": "refused"} if status == "failed" else {}
         body = reports.build(status, dict(LEGACY_REQ, **ident(user, service, namespace)), dep, now=when, **kwargs)
+        body.update(ident(user, service, namespace))  # an earlier version wrote refusals under the raw identity
         with open(os.path.join(rdir, reports.filename(user, service, when)), "w") as handle:
             handle.write(reports.dumps(body))
         lines.append(reports.log_line(body))
