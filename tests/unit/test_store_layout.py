@@ -352,7 +352,8 @@ def test_write_and_pair_query_read_only_the_pairs_files(tmp_path, monkeypatch):
     rec.opened[:], rec.listed[:] = [], []
     store.write_report(None, reports.build("k8s_applied", req("user1", "svc7"), "dep7"))
     assert rec.listed == []
-    assert set(rec.opened) <= {store.legacy_path, store.index_path("user1", "svc7")}
+    # the pair's entry too: the report moves on the lease of its running run
+    assert set(rec.opened) <= {store.legacy_path, store.index_path("user1", "svc7"), store.entry_path("user1", "svc7")}
 
     rec.opened[:], rec.listed[:] = [], []
     with pytest.raises(StoreError, match="namespace 'ns-user1-svc7' is already used by cluster 'svc7' of user 'user1'"):
