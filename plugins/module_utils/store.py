@@ -357,6 +357,7 @@ class MetadataStore:
         self.migrated_path = os.path.join(self.data_dir, MIGRATED_FILE)
         # What the last begin or begin_delete took over from a run that died (``_take_over``), or None.
         self.took_over = None
+        self._taken_pair = None
 
     # ----------------------------------------------------------------- paths
     def tenant_path(self, user, service_name):
@@ -690,8 +691,7 @@ class MetadataStore:
         with self._locked(check_only):
             if not check_only:
                 self._migrate()
-            entry = self._take_over(self.get_deployment(user, service), deployment_id, ("create", "update"),
-                                    now, check_only, log_file)
+            entry = self._take_over(self.get_deployment(user, service), deployment_id, ("create", "update"), now)
             _refuse_while_deleting(entry)
             updating = False
             if entry is not None:
@@ -737,6 +737,10 @@ class MetadataStore:
             if updating:
                 if check_only:
                     return existing
+                if self.took_over:
+                    self._record_taken_over(now, log_file)
+                    entry = self.get_deployment(user, service)
+                    existing = self._read_record_file(path)
                 entry["update"] = OrderedDict([("deployment_id", deployment_id), ("started_at", stamp),
                                                ("request", dict(req)), ("lease", new_lease(now))])
                 self._write_entry(entry)
@@ -762,6 +766,8 @@ class MetadataStore:
                 ("created_by", deployment_id),
                 ("lease", new_lease(now)),
             ])
+            if self.took_over:
+                self._record_taken_over(now, log_file)
             # The claim first: until the entry says this deployment is live, the claim is stale.
             self._write_claim(req["namespace"], user, service, deployment_id)
             fileutil.write_json(path, record)
@@ -976,7 +982,7 @@ class MetadataStore:
             if not check_only:
                 self._migrate()
             entry = self._take_over(self._known_entry(user, service_name), deployment_id,
-                                    ("create", "update", "delete"), now, check_only, log_file)
+                                    ("create", "update", "delete"), now)
             status, current, namespace = entry.get("status"), entry.get("deployment_id"), entry.get("namespace")
             if (self.took_over or {}).get("operation") == "delete":
                 current = entry.get("previous_deployment_id") or current
@@ -1012,6 +1018,8 @@ class MetadataStore:
             new_entry["previous_deployment_id"] = current
             new_entry["lease"] = new_lease(now)
             if not check_only:
+                if self.took_over:
+                    self._record_taken_over(now, log_file)
                 if namespace:
                     self._write_claim(namespace, user, service_name, deployment_id)
                 self._write_entry(new_entry)
@@ -1149,20 +1157,16 @@ class MetadataStore:
         return True
 
     # ----------------------------------------------------------------- crashed runs
-    def _take_over(self, entry, deployment_id, operations, now, check_only, log_file):
-        """Take over the pair's run in progress when it died; returns the entry to go on with.
+    def _take_over(self, entry, deployment_id, operations, now):
+        """Whether the pair's run in progress died and is taken over; returns the entry to check the run
+        against (as ``_record_taken_over`` will leave it), and sets ``took_over`` (what died:
+        ``deployment_id``, ``operation``, ``namespace``, ``stage``, ``error``, ``report``) or None.
 
-        The dead run is recorded as it would have recorded its own failure, at stage ``run_died``
-        with the cause (``lease_state``): a create's status becomes ``failed`` (its tenant record
-        deleted, its namespace claim released), an update's failure goes to ``last_update`` (the
-        cluster stays created, its previous record put back), a delete's status becomes ``failed``;
-        then its ``failed`` report and log line are written under its own deployment id. What it left
-        in Kubernetes is for the caller to remove (``took_over`` says what died: ``deployment_id``,
-        ``operation``, ``namespace``, ``stage``, ``error``, ``report``). A dead run whose operation is
-        not in ``operations`` is refused naming the way out. In check mode nothing is written and
-        the entry returned is what it would be.
+        Nothing is written here: the caller records the take-over with ``_record_taken_over`` only
+        once every check of its own run has passed, so a refused run leaves the dead one as it was.
+        A dead run whose operation is not in ``operations`` is refused naming the way out.
         """
-        self.took_over = None
+        self.took_over = self._taken_pair = None
         run = dead_run(entry, now)
         if run is None or run["deployment_id"] == deployment_id:
             return entry
@@ -1177,13 +1181,23 @@ class MetadataStore:
         self.took_over = OrderedDict([("deployment_id", run["deployment_id"]), ("operation", run["operation"]),
                                       ("namespace", namespace), ("stage", DIED_STAGE), ("error", error),
                                       ("report", None)])
-        if check_only:
-            entry = OrderedDict(entry)
-            if run["operation"] == "update":
-                entry.pop("update")
-            else:
-                entry["status"] = STATUS_FAILED
-            return entry
+        self._taken_pair = (user, service_name)
+        entry = OrderedDict(entry)
+        if run["operation"] == "update":
+            entry.pop("update")
+        else:
+            entry["status"] = STATUS_FAILED
+        return entry
+
+    def _record_taken_over(self, now, log_file):
+        """Record the dead run of ``took_over`` as it would have recorded its own failure, at stage
+        ``run_died`` with the cause: a create's status becomes ``failed`` (its tenant record deleted,
+        its namespace claim released), an update's failure goes to ``last_update`` (the cluster stays
+        created, its previous record put back), a delete's status becomes ``failed``; then its
+        ``failed`` report and log line are written under its own deployment id (under the lock the
+        caller holds). What it left in Kubernetes is for the caller's flow to remove."""
+        run = self.took_over
+        (user, service_name), namespace, error = self._taken_pair, run["namespace"], run["error"]
         flow = "delete" if run["operation"] == "delete" else "create"
         if flow == "delete":
             self.fail_delete(user, service_name, run["deployment_id"], DIED_STAGE, error, now=now)
@@ -1193,7 +1207,6 @@ class MetadataStore:
                                run["deployment_id"], message=reports.failed_message(DIED_STAGE, error, flow),
                                details=OrderedDict([("stage", DIED_STAGE), ("error", error)]), now=now)
         self.took_over["report"] = os.path.basename(self.write_report(log_file, report, now))
-        return self.get_deployment(user, service_name)
 
     def release(self, user, service_name, deployment_id, now=None):
         """Release the lease of the pair's running ``deployment_id`` (its host is gone): the next create or

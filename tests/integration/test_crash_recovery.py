@@ -5,7 +5,8 @@ what it left, and completes; nothing leaks and the other tenant of the data fold
 not touched.
 
 The kill points run on one simulator (pods Ready 0.3 s after creation, held 2.5 s for the kills during
-a rollout) shared by the module, one tenant per point, next to a bystander tenant created first.
+a rollout) shared by the module, one tenant per point, next to a bystander tenant created first; two
+more (in a rollout, in a delete's wait for the namespace) on the default test cluster.
 """
 
 import json
@@ -91,7 +92,7 @@ def index_tail(data_dir, user, service):
     return lines[-1] if lines else None
 
 
-def kill_at(cluster, data_dir, user, service, flow, proc, point, timeout=120):
+def kill_at(data_dir, user, service, flow, proc, point, timeout=120):
     """Wait for ``point`` of the run (``stage0``: its status entry says it runs; else a report status of
     it), ``kill -9`` its process group, and return its deployment id and its last report then."""
     deadline = time.monotonic() + timeout
@@ -160,7 +161,7 @@ def test_kill_and_recover(world, origin, point, recovery):
     cluster.sim.set_ready_delay(HOLD if point == "disk_configured" else READY_DELAY)
     try:
         proc = start_playbook(cluster.kubeconfig, data_dir, request, DELETE if origin == "delete" else CREATE)
-        dead_id, done = kill_at(cluster, data_dir, user, service, origin, proc, point)
+        dead_id, done = kill_at(data_dir, user, service, origin, proc, point)
     finally:
         cluster.sim.set_ready_delay(READY_DELAY)
     assert point == "stage0" or point in done
@@ -201,7 +202,7 @@ def test_a_crashed_create_stops_counting_against_the_quota(world):
     cluster, data_dir = world
     quota = {"es_quota": {"max_clusters_per_user": 1}}
     proc = start_playbook(cluster.kubeconfig, data_dir, tenant_vars("quota_user", "a", "es-quota-a", **quota))
-    kill_at(cluster, data_dir, "quota_user", "a", "create", proc, "k8s_applied")
+    kill_at(data_dir, "quota_user", "a", "create", proc, "k8s_applied")
     other = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("quota_user", "b", "es-quota-b", **quota))
     assert other.returncode == 0, other.stdout + other.stderr
     assert find_deployment(data_dir, "quota_user", "b")["status"] == "created"
@@ -215,7 +216,7 @@ def test_a_run_of_a_host_that_is_gone_is_released_by_hand(world):
     cluster, data_dir = world
     user, service, namespace = "gone_host", "svc", "es-gone-host"
     proc = start_playbook(cluster.kubeconfig, data_dir, tenant_vars(user, service, namespace))
-    dead_id, _done = kill_at(cluster, data_dir, user, service, "create", proc, "namespace_created")
+    dead_id, _done = kill_at(data_dir, user, service, "create", proc, "namespace_created")
     path = os.path.join(data_dir, "deployments", user, service + ".json")
     with open(path) as f:
         entry = json.load(f)
@@ -239,3 +240,34 @@ def test_a_run_of_a_host_that_is_gone_is_released_by_hand(world):
     assert find_deployment(data_dir, user, service)["status"] == "created"
     got = [b for _n, b in reports(data_dir, user, service) if b["deployment_id"] == dead_id]
     assert got[-1]["status"] == "failed" and "its lease was released at" in got[-1]["message"]
+
+
+def test_kills_in_a_rollout_and_in_a_delete_on_the_default_cluster(cluster, data_dir):
+    """On the real control plane (``ES_TEST_CLUSTER``): pods held 8 s, a namespace Terminating for seconds."""
+    user, service, namespace = "crash_cp", "svc", "es-crash-cp"
+    baseline = cluster.namespace_names()
+    extra = {}
+    if cluster.sim:
+        cluster.sim.set_ready_delay(HOLD)
+    elif cluster.controlplane:
+        extra["es_elasticsearch_image"] = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3-ready-after-8s"
+    request = tenant_vars(user, service, namespace, **extra)
+    proc = start_playbook(cluster.kubeconfig, data_dir, request)
+    dead_id, done = kill_at(data_dir, user, service, "create", proc, "disk_configured", timeout=300)
+    assert "rollout_completed" not in done
+    again = run_playbook(cluster.kubeconfig, data_dir, request)
+    assert again.returncode == 0, again.stdout + again.stderr
+    entry = find_deployment(data_dir, user, service)
+    assert entry["status"] == "created" and entry["deployment_id"] != dead_id
+    assert_dead_run_recorded(data_dir, user, service, dead_id, "create")
+    ns = cluster.core.read_namespace(namespace)
+    assert ns.metadata.annotations["es.yunpeng.cn/deployment-id"] == entry["deployment_id"]
+    assert cluster.apps.read_namespaced_stateful_set("elasticsearch", namespace).status.ready_replicas == 1
+
+    proc = start_playbook(cluster.kubeconfig, data_dir, tenant_vars(user, service), DELETE)
+    dead_delete, _done = kill_at(data_dir, user, service, "delete", proc, "deleting", timeout=300)
+    again = run_playbook(cluster.kubeconfig, data_dir, tenant_vars(user, service), playbook=DELETE)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert find_deployment(data_dir, user, service)["status"] == "deleted"
+    assert_dead_run_recorded(data_dir, user, service, dead_delete, "delete")
+    assert cluster.namespace_names() == baseline

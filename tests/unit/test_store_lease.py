@@ -132,7 +132,8 @@ def test_every_report_of_the_run_moves_its_lease_on_and_no_other_report_does(sto
     store.write_report(None, reports.build("starting", req(), "c1"), now=LATER)
     assert entry_file(store)["lease"]["expires_at"] == "2024-01-01T01:01:00Z"
     before = entry_file(store)
-    store.write_report(None, reports.build("failed", req(), "refused", message="x"), now=LATER + datetime.timedelta(seconds=60))
+    store.write_report(None, reports.build("failed", req(), "refused", message="x"),
+                       now=LATER + datetime.timedelta(seconds=60))
     assert entry_file(store) == before
 
 
@@ -258,7 +259,7 @@ def test_creates_and_deletes_that_died_stop_counting_against_the_quota(store, as
 # ------------------------------------------------------------------ release
 def test_release_lets_the_next_run_take_over_a_run_of_a_host_that_is_gone(store):
     store.begin(req(), "c1", now=NOW)
-    with pytest.raises(StoreError, match=r"deployment c1 of cluster 's' of user 'u' is still running .*; stop it first"):
+    with pytest.raises(StoreError, match=r"deployment c1 of cluster 's' of user 'u' is still running .*; stop it"):
         store.release("u", "s", "c1", now=NOW)
     entry = entry_file(store)
     entry["lease"]["host"] = "gone"
@@ -282,3 +283,17 @@ def test_a_run_of_an_earlier_version_without_a_lease_expires(store):
         store.begin(req(), "c2", now=NOW + datetime.timedelta(minutes=59))
     store.begin(req(), "c2", now=NOW + datetime.timedelta(hours=1))
     assert store.took_over["deployment_id"] == "c1"
+
+
+def test_a_refused_run_leaves_the_dead_run_as_it_was(store, as_dead):
+    store.begin(req(service="x", namespace="es-x"), "x1", now=NOW)
+    as_dead()
+    store.begin(req(), "c1", now=NOW)
+    as_dead(False)
+    before = entry_file(store)
+    with pytest.raises(StoreError, match="quota max_clusters_per_user exceeded"):
+        store.begin(req(), "c2", {"max_clusters_per_user": 1}, now=LATER)
+    with pytest.raises(StoreError, match="namespace 'es-x' is already used"):
+        store.begin(req(namespace="es-x"), "c3", now=LATER)
+    assert entry_file(store) == before and own_reports(store, "c1") == []
+    assert store.get_tenant("u", "s")["deployment_id"] == "c1"
