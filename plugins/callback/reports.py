@@ -24,6 +24,10 @@ description:
   - On construction it sets C(ES_SERVERLESS_REPORTS_CALLBACK=enabled) in the controller
     environment, so a play can check C(lookup('env', 'ES_SERVERLESS_REPORTS_CALLBACK'))
     before it creates anything.
+  - On construction it also sets C(ES_SERVERLESS_RUN_PID) to the pid of the C(ansible-playbook)
+    process, before Ansible forks its workers. The lease of a run (C(lease) in its deployment
+    status) names that process, which lives as long as the run. Every report written moves on
+    the lease of the run it belongs to, so a run needs no task of its own to keep its lease.
   - It is a notification callback, not a stdout callback; it prints nothing except errors
     through Ansible's display, so it works under ansible-runner and AWX.
   - A callback cannot fail a task. When a report cannot be written, the error is displayed
@@ -40,7 +44,7 @@ import os
 from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import MetadataStore
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import OWNER_PID_ENV, MetadataStore
 
 ENV_FLAG = "ES_SERVERLESS_REPORTS_CALLBACK"
 
@@ -54,6 +58,7 @@ class CallbackModule(CallbackBase):
     def __init__(self, display=None):
         super(CallbackModule, self).__init__(display=display)
         os.environ[ENV_FLAG] = "enabled"
+        os.environ[OWNER_PID_ENV] = str(os.getpid())
         self.written = []
         self.failures = []
 

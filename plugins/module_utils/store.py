@@ -43,6 +43,7 @@ import decimal
 import errno
 import os
 import re
+import socket
 from collections import OrderedDict
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import fileutil
@@ -79,6 +80,12 @@ INT_QUOTAS = ("max_clusters_per_user", "max_replicas_per_cluster", "max_gpus_per
 
 DEPLOYMENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_ERROR_CHARS = 4000
+
+
+# The lease of a running create, update or delete (see "Leases" below).
+LEASE_SECONDS = 3600
+OWNER_PID_ENV = "ES_SERVERLESS_RUN_PID"
+DIED_STAGE = "run_died"
 
 
 class StoreError(Exception):
@@ -135,6 +142,151 @@ def _refuse_while_deleting(entry):
         raise StoreError("cluster %s of user %s is being deleted by deployment %s; wait for the delete to finish"
                          % (reqmod.echo(entry.get("service_name")), reqmod.echo(entry.get("user")),
                             entry.get("deployment_id")))
+
+
+# ----------------------------------------------------------------- leases
+# A running create, update or delete holds a lease in the pair's entry (the update in its ``update``
+# sub-entry): the host and boot of the controller, the pid of the ansible-playbook process (the
+# report callback exports it as ES_SERVERLESS_RUN_PID before Ansible forks its workers) with the
+# process's start time, so that a reused pid is not mistaken for the run, and an expiry that every
+# report of the run moves on (``write_report``, which runs in the controller anyway: no task of its
+# own). A run on this host is alive exactly while its process is; a run on another host (a data
+# folder shared between controllers) is alive until its lease expires, LEASE_SECONDS after its
+# last report. An operator can release the lease of a run whose host is gone (``release``).
+
+
+def _read_text(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("ascii", "replace")
+    except OSError:
+        return None
+
+
+def host_identity():
+    """``(host name, boot id)`` of this machine; the boot id is None where /proc does not give one."""
+    boot = _read_text("/proc/sys/kernel/random/boot_id")
+    return socket.gethostname(), (boot.strip() or None) if boot else None
+
+
+def process_start(pid):
+    """Start time of process ``pid`` (clock ticks since boot, from /proc), 0 where /proc is missing,
+    or None when there is no such process (a zombie, killed but not reaped, counts as gone)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    stat = _read_text("/proc/%d/stat" % pid)
+    if stat is None:
+        if os.path.isdir("/proc/self"):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return 0
+    fields = stat[stat.rfind(")") + 2:].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return 0
+
+
+def owner_pid():
+    """The pid of the run: the ansible-playbook process (ES_SERVERLESS_RUN_PID), else this process."""
+    value = os.environ.get(OWNER_PID_ENV, "")
+    return int(value) if value.isdigit() else os.getpid()
+
+
+def new_lease(now=None, pid=None):
+    """A lease of the running process (``pid``, default ``owner_pid()``) for LEASE_SECONDS from ``now``."""
+    now = now or utc_now()
+    pid = owner_pid() if pid is None else pid
+    host, boot = host_identity()
+    return OrderedDict([("host", host), ("boot_id", boot), ("pid", pid), ("pid_start", process_start(pid)),
+                        ("renewed_at", timestamp(now)),
+                        ("expires_at", timestamp(now + datetime.timedelta(seconds=LEASE_SECONDS)))])
+
+
+def _parse_stamp(value):
+    try:
+        return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    except (TypeError, ValueError):
+        return None
+
+
+def lease_state(lease, since=None, now=None):
+    """``(alive, why)`` of a run's lease; ``why`` says what decided it, for messages.
+
+    * released by an operator: dead;
+    * this host (same name and boot id): alive exactly while the pid runs with the same start time;
+    * this host name with another boot id: dead (the machine rebooted);
+    * another host: alive until ``expires_at``;
+    * no lease (a run of an earlier version): alive until LEASE_SECONDS after ``since``.
+    """
+    now = now or utc_now()
+    if not isinstance(lease, dict):
+        start = _parse_stamp(since)
+        expires = start + datetime.timedelta(seconds=LEASE_SECONDS) if start else None
+        if expires is None:
+            return True, "it holds no lease"
+        if now >= expires:
+            return False, "it holds no lease and its status has not changed since %s" % since
+        return True, "it holds no lease; it counts as running until %s" % timestamp(expires)
+    if lease.get("released_at"):
+        return False, "its lease was released at %s" % lease.get("released_at")
+    where = "pid %s on host %s" % (lease.get("pid"), lease.get("host"))
+    host, boot = host_identity()
+    if lease.get("host") == host:
+        if lease.get("boot_id") != boot:
+            return False, "host %s has rebooted since the run started" % host
+        started = process_start(lease.get("pid"))
+        if started is None:
+            return False, "ansible-playbook %s is gone" % where
+        if lease.get("pid_start") is not None and started != lease.get("pid_start"):
+            return False, "ansible-playbook %s is gone (the pid now belongs to another process)" % where
+        return True, "ansible-playbook %s is running" % where
+    expires = _parse_stamp(lease.get("expires_at"))
+    if expires is not None and now < expires:
+        return True, "ansible-playbook %s holds its lease until %s" % (where, lease.get("expires_at"))
+    return False, "the lease of ansible-playbook %s expired at %s" % (where, lease.get("expires_at"))
+
+
+def running_run(entry):
+    """The run in progress in ``entry``: ``{"operation", "deployment_id", "lease", "since"}`` (create or
+    delete: the entry's own; update: its ``update`` sub-entry), or None."""
+    if not isinstance(entry, dict):
+        return None
+    status = entry.get("status")
+    if status in (STATUS_CREATING, STATUS_DELETING):
+        return {"operation": "create" if status == STATUS_CREATING else "delete",
+                "deployment_id": entry.get("deployment_id"), "lease": entry.get("lease"),
+                "since": entry.get("updated_at")}
+    update = entry.get("update")
+    if status == STATUS_CREATED and isinstance(update, dict):
+        return {"operation": "update", "deployment_id": update.get("deployment_id"), "lease": update.get("lease"),
+                "since": update.get("started_at")}
+    return None
+
+
+def dead_run(entry, now=None):
+    """The run in progress in ``entry`` when it died (with ``why``), else None."""
+    run = running_run(entry)
+    if run is None:
+        return None
+    alive, why = lease_state(run["lease"], run["since"], now)
+    if alive:
+        return None
+    run["why"] = why
+    return run
+
+
+def _lease_note(entry, now=None):
+    """What the lease of the entry's running run says, for a refusal."""
+    run = running_run(entry)
+    return lease_state(run["lease"], run["since"], now)[1] if run else "no run in progress"
 
 
 def check_deployment_id(deployment_id):
@@ -206,6 +358,9 @@ class MetadataStore:
         self.reports_dir = os.path.join(self.data_dir, REPORTS_DIR)
         self.legacy_path = os.path.join(self.data_dir, LEGACY_FILE)
         self.migrated_path = os.path.join(self.data_dir, MIGRATED_FILE)
+        # What the last begin or begin_delete took over from a run that died (``_take_over``), or None.
+        self.took_over = None
+        self._taken_pair = None
 
     # ----------------------------------------------------------------- paths
     def tenant_path(self, user, service_name):
@@ -469,8 +624,9 @@ class MetadataStore:
     def check_quota(self, req, quota, deployments=None):
         """Raise ``StoreError`` when ``req`` would take its user over a quota.
 
-        Usage counts the user's live (creating or created) clusters other than this pair, read from
-        ``deployments/<user>/`` unless ``deployments`` (entries, or a mapping of them) is given.
+        Usage counts the user's live (creating, created or deleting) clusters other than this pair, read
+        from ``deployments/<user>/`` unless ``deployments`` (entries, or a mapping of them) is given; a
+        create or delete whose run died does not count.
         """
         limits = normalize_quota(quota)
         if deployments is None:
@@ -484,6 +640,9 @@ class MetadataStore:
                 continue
             if entry.get("user") != req["user"] or entry.get("status") not in LIVE_STATUSES:
                 continue
+            dead = dead_run(entry)
+            if dead is not None and dead["operation"] != "update":
+                continue  # a create or delete whose run died holds nothing: its cluster is not live
             usage = self._entry_usage(entry)
             for name in used:
                 used[name] += usage[name]
@@ -514,8 +673,11 @@ class MetadataStore:
                                 replicas))
 
     # ----------------------------------------------------------------- stage 0
-    def begin(self, request, deployment_id, quota=None, now=None, check_only=False):
+    def begin(self, request, deployment_id, quota=None, now=None, check_only=False, log_file=None):
         """Stage 0: refuse conflicts, check quota, write the tenant record, set status ``creating``.
+
+        A create or update of the pair whose run died is taken over first (``_take_over``; what was
+        done is in ``took_over``); a delete that died is not: the delete must be run again.
 
         ``request`` is validated here again (the store never holds an unvalidated request).
         Reads only the pair's entry and tenant record, the namespace's claim and the user's
@@ -532,21 +694,21 @@ class MetadataStore:
         with self._locked(check_only):
             if not check_only:
                 self._migrate()
-            entry = self.get_deployment(user, service)
+            entry = self._take_over(self.get_deployment(user, service), deployment_id, ("create", "update"), now)
             _refuse_while_deleting(entry)
             updating = False
             if entry is not None:
                 running = entry.get("update") or {}
                 if entry.get("status") == STATUS_CREATED and running.get("deployment_id") not in (None, deployment_id):
                     raise StoreError("cluster %s of user %s is already being updated by deployment %s"
-                                     " (started %s); wait for it to finish or fail"
+                                     " (started %s; %s); wait for it to finish or fail"
                                      % (reqmod.echo(service), reqmod.echo(user), running.get("deployment_id"),
-                                        running.get("started_at")))
+                                        running.get("started_at"), _lease_note(entry, now)))
                 if entry.get("status") == STATUS_CREATING and entry.get("deployment_id") != deployment_id:
                     raise StoreError("cluster %s of user %s is already being created by deployment %s"
-                                     " (started %s); wait for it to finish or fail"
+                                     " (started %s; %s); wait for it to finish or fail"
                                      % (reqmod.echo(service), reqmod.echo(user), entry.get("deployment_id"),
-                                        entry.get("created_at")))
+                                        entry.get("created_at"), _lease_note(entry, now)))
                 if entry.get("status") == STATUS_CREATED:
                     # Create for a created cluster converges it: an update, refused before anything
                     # changes when it cannot be done in place.
@@ -578,8 +740,12 @@ class MetadataStore:
             if updating:
                 if check_only:
                     return existing
+                if self.took_over:
+                    self._record_taken_over(now, log_file)
+                    entry = self.get_deployment(user, service)
+                    existing = self._read_record_file(path)
                 entry["update"] = OrderedDict([("deployment_id", deployment_id), ("started_at", stamp),
-                                               ("request", dict(req))])
+                                               ("request", dict(req)), ("lease", new_lease(now))])
                 self._write_entry(entry)
                 return existing
             record = reqmod.record_fields(req)
@@ -601,7 +767,10 @@ class MetadataStore:
                 ("reports_dir", self.reports_dir),
                 ("request", dict(req)),
                 ("created_by", deployment_id),
+                ("lease", new_lease(now)),
             ])
+            if self.took_over:
+                self._record_taken_over(now, log_file)
             # The claim first: until the entry says this deployment is live, the claim is stale.
             self._write_claim(req["namespace"], user, service, deployment_id)
             fileutil.write_json(path, record)
@@ -709,6 +878,7 @@ class MetadataStore:
                                                       ("finished_at", stamp)]))
             entry = self._update_entry(entry, user, service, deployment_id, stamp,
                                        status=STATUS_CREATED, stage=None, error=None)
+            entry.pop("lease", None)
             fileutil.write_json(path, record)
             self._write_entry(entry)
             return record, entry
@@ -800,7 +970,7 @@ class MetadataStore:
                                 % (reqmod.echo(service_name), reqmod.echo(user), self.data_dir))
         return entry
 
-    def begin_delete(self, user, service_name, deployment_id, now=None, check_only=False):
+    def begin_delete(self, user, service_name, deployment_id, now=None, check_only=False, log_file=None):
         """Start deleting the pair's cluster: its status becomes ``deleting``, under ``deployment_id``.
 
         Refused with nothing written: a pair without a status (``UnknownTenant``, found before the
@@ -809,7 +979,8 @@ class MetadataStore:
         holds now (a failed cluster's namespace is free for others, and its objects are theirs).
         A ``created`` or ``failed`` cluster is deleted. The entry keeps ``namespace``, ``request``
         and ``created_at``, names the deleted deployment in ``previous_deployment_id``, and the
-        namespace claim passes to this deployment. Returns the entry.
+        namespace claim passes to this deployment. A create, update or delete of the pair whose run
+        died is taken over first (``_take_over``): the delete then removes what is left. Returns the entry.
         """
         check_deployment_id(deployment_id)
         self._known_entry(user, service_name)
@@ -817,19 +988,22 @@ class MetadataStore:
         with self._locked(check_only):
             if not check_only:
                 self._migrate()
-            entry = self._known_entry(user, service_name)
+            entry = self._take_over(self._known_entry(user, service_name), deployment_id,
+                                    ("create", "update", "delete"), now)
             status, current, namespace = entry.get("status"), entry.get("deployment_id"), entry.get("namespace")
+            if (self.took_over or {}).get("operation") == "delete":
+                current = entry.get("previous_deployment_id") or current
             what = "cluster %s of user %s" % (reqmod.echo(service_name), reqmod.echo(user))
             if status == STATUS_CREATING:
-                raise StoreError("%s is being created by deployment %s (started %s); wait for it to finish or"
-                                 " fail, then delete it" % (what, current, entry.get("created_at")))
+                raise StoreError("%s is being created by deployment %s (started %s; %s); wait for it to finish or"
+                                 " fail, then delete it" % (what, current, entry.get("created_at"),
+                                                            _lease_note(entry, now)))
             if status == STATUS_DELETING:
-                raise StoreError("%s is already being deleted by deployment %s" % (what, current))
-            running = entry.get("update") if status == STATUS_CREATED else None
-            if isinstance(running, dict):
-                raise StoreError("%s is being updated by deployment %s (started %s); wait for it to finish or"
-                                 " fail, then delete it" % (what, running.get("deployment_id"),
-                                                            running.get("started_at")))
+                raise StoreError("%s is already being deleted by deployment %s (%s)"
+                                 % (what, current, _lease_note(entry, now)))
+            if running_run(entry) is not None:
+                raise StoreError("%s is being updated by deployment %s (%s); wait for it to finish or fail, then"
+                                 " delete it" % (what, entry["update"].get("deployment_id"), _lease_note(entry, now)))
             if status == STATUS_DELETED:
                 raise StoreError("%s was already deleted (deployment %s, %s)"
                                  % (what, current, entry.get("updated_at")))
@@ -849,7 +1023,10 @@ class MetadataStore:
             if "request" in entry:
                 new_entry["request"] = entry["request"]
             new_entry["previous_deployment_id"] = current
+            new_entry["lease"] = new_lease(now)
             if not check_only:
+                if self.took_over:
+                    self._record_taken_over(now, log_file)
                 if namespace:
                     self._write_claim(namespace, user, service_name, deployment_id)
                 self._write_entry(new_entry)
@@ -888,6 +1065,7 @@ class MetadataStore:
             entry = self._deleting_entry(user, service_name, deployment_id)
             entry = self._update_entry(entry, user, service_name, deployment_id, stamp,
                                        status=STATUS_DELETED, stage=None, error=None)
+            entry.pop("lease", None)
             deleted = self._remove_pair_record(user, service_name, check_only)
             if not check_only:
                 self._write_entry(entry)
@@ -918,6 +1096,7 @@ class MetadataStore:
             entry = self._deleting_entry(user, service_name, deployment_id)
             entry = self._update_entry(entry, user, service_name, deployment_id, stamp, status=STATUS_FAILED,
                                        stage=_truncate(stage, 200), error=_truncate(error))
+            entry.pop("lease", None)
             result.update(deployment=entry, status_changed=True,
                           record_deleted=self._remove_pair_record(user, service_name, check_only))
             if not check_only:
@@ -971,7 +1150,104 @@ class MetadataStore:
                     name = reports.bump_filename(name)
             fileutil.append_line(index, name)
             fileutil.append_line(log_file, line)
+            self._renew(user, service, report.get("deployment_id"), now)
         return path
+
+    def _renew(self, user, service_name, deployment_id, now=None):
+        """Move on the lease of the pair's running run when it is ``deployment_id``'s (under the lock).
+
+        Not durable: a lease lost in a power cut only expires sooner, which is what such a crash means.
+        """
+        entry = self.get_deployment(user, service_name)
+        run = running_run(entry)
+        if run is None or run["deployment_id"] != deployment_id or not isinstance(run["lease"], dict):
+            return False
+        lease = run["lease"]
+        if lease.get("released_at"):
+            return False
+        now = now or utc_now()
+        lease["renewed_at"] = timestamp(now)
+        lease["expires_at"] = timestamp(now + datetime.timedelta(seconds=LEASE_SECONDS))
+        self._write_entry(entry, durable=False)
+        return True
+
+    # ----------------------------------------------------------------- crashed runs
+    def _take_over(self, entry, deployment_id, operations, now):
+        """Whether the pair's run in progress died and is taken over; returns the entry to check the run
+        against (as ``_record_taken_over`` will leave it), and sets ``took_over`` (what died:
+        ``deployment_id``, ``operation``, ``namespace``, ``stage``, ``error``, ``report``) or None.
+
+        Nothing is written here: the caller records the take-over with ``_record_taken_over`` only
+        once every check of its own run has passed, so a refused run leaves the dead one as it was.
+        A dead run whose operation is not in ``operations`` is refused naming the way out.
+        """
+        self.took_over = self._taken_pair = None
+        run = dead_run(entry, now)
+        if run is None or run["deployment_id"] == deployment_id:
+            return entry
+        user, service_name, namespace = entry.get("user"), entry.get("service_name"), entry.get("namespace")
+        what = "cluster %s of user %s" % (reqmod.echo(service_name), reqmod.echo(user))
+        if run["operation"] not in operations:
+            raise StoreError("%s was being deleted by deployment %s, whose run died (%s); run the delete again to"
+                             " finish it" % (what, run["deployment_id"], run["why"]))
+        last = [item["report"].get("status") for item in self.list_reports(user, service_name, run["deployment_id"])]
+        error = "the run died: %s%s; deployment %s took over" % (
+            run["why"], ", after its report %s" % last[-1] if last else " before its first report", deployment_id)
+        self.took_over = OrderedDict([("deployment_id", run["deployment_id"]), ("operation", run["operation"]),
+                                      ("namespace", namespace), ("stage", DIED_STAGE), ("error", error),
+                                      ("report", None)])
+        self._taken_pair = (user, service_name)
+        entry = OrderedDict(entry)
+        if run["operation"] == "update":
+            entry.pop("update")
+        else:
+            entry["status"] = STATUS_FAILED
+        return entry
+
+    def _record_taken_over(self, now, log_file):
+        """Record the dead run of ``took_over`` as it would have recorded its own failure, at stage
+        ``run_died`` with the cause: a create's status becomes ``failed`` (its tenant record deleted,
+        its namespace claim released), an update's failure goes to ``last_update`` (the cluster stays
+        created, its previous record put back), a delete's status becomes ``failed``; then its
+        ``failed`` report and log line are written under its own deployment id (under the lock the
+        caller holds). What it left in Kubernetes is for the caller's flow to remove."""
+        run = self.took_over
+        (user, service_name), namespace, error = self._taken_pair, run["namespace"], run["error"]
+        flow = "delete" if run["operation"] == "delete" else "create"
+        if flow == "delete":
+            self.fail_delete(user, service_name, run["deployment_id"], DIED_STAGE, error, now=now)
+        else:
+            self.fail(user, service_name, namespace, run["deployment_id"], DIED_STAGE, error, now=now)
+        report = reports.build("failed", {"user": user, "service_name": service_name, "namespace": namespace},
+                               run["deployment_id"], message=reports.failed_message(DIED_STAGE, error, flow),
+                               details=OrderedDict([("stage", DIED_STAGE), ("error", error)]), now=now)
+        self.took_over["report"] = os.path.basename(self.write_report(log_file, report, now))
+
+    def release(self, user, service_name, deployment_id, now=None):
+        """Release the lease of the pair's running ``deployment_id`` (its host is gone): the next create or
+        delete of the pair takes it over at once. Refused for another deployment, and for a run whose
+        process is still running on this host (stop it first). Returns the entry."""
+        stamp = timestamp(now)
+        with fileutil.locked(self.data_dir):
+            self._migrate()
+            entry = self.get_deployment(user, service_name)
+            run = running_run(entry)
+            what = "cluster %s of user %s" % (reqmod.echo(service_name), reqmod.echo(user))
+            if run is None or run["deployment_id"] != deployment_id:
+                raise StoreError("deployment %s is not running for %s (running: %s); nothing to release"
+                                 % (reqmod.echo(deployment_id), what, run["deployment_id"] if run else "none"))
+            lease = run["lease"] if isinstance(run["lease"], dict) else OrderedDict()
+            alive, why = lease_state(run["lease"], run["since"], now)
+            if alive and lease.get("host") == host_identity()[0]:
+                raise StoreError("deployment %s of %s is still running (%s); stop it first"
+                                 % (deployment_id, what, why))
+            lease["released_at"] = stamp
+            if run["operation"] == "update":
+                entry["update"]["lease"] = lease
+            else:
+                entry["lease"] = lease
+            self._write_entry(entry)
+            return entry
 
 
 def query(data_dir, user=None, service_name=None, deployment_id=None, log_file=None, log_lines=20):

@@ -38,6 +38,15 @@ description:
     releases the namespace; the reports and the status entry stay. C(fail_delete) records a failed
     delete (status C(failed) with I(stage) and I(error), tenant record deleted, namespace released)
     and changes nothing when the delete did not begin.
+  - A running create, update or delete holds a lease in the deployment status (C(lease), for an update
+    in C(update.lease)), the host, boot and pid (with its start time) of its C(ansible-playbook)
+    process and an expiry that every report of the run moves on. C(begin) and C(begin_delete) take
+    over a run of the pair whose lease says it died (its process is gone from this host, or a run of
+    another host did not report for an hour, or its lease was released) instead of refusing; see
+    RV(took_over). C(begin) refuses a delete that died (run the delete again).
+  - C(release) releases the lease of the running I(deployment_id) of the pair, for a run whose host
+    is gone; it is refused for a run still alive on this host. The next C(begin) or C(begin_delete)
+    then takes it over.
 author:
   - ES Serverless platform team (@yunpeng)
 attributes:
@@ -53,7 +62,7 @@ options:
     description: Which step of the flow to record.
     type: str
     required: true
-    choices: [begin, sync, complete, fail, begin_delete, complete_delete, fail_delete]
+    choices: [begin, sync, complete, fail, begin_delete, complete_delete, fail_delete, release]
   request:
     description:
       - The tenant request (normally the C(request) returned by M(yunpeng.es_serverless.es_request)).
@@ -62,9 +71,16 @@ options:
         delete states only its C(user) and C(service_name).
     type: dict
   deployment_id:
-    description: Id shared by all records and reports of one run.
+    description:
+      - Id shared by all records and reports of one run.
+      - For C(release), the running deployment whose lease is released.
     type: str
     required: true
+  log_file:
+    description:
+      - Deployment log for the C(failed) report of a run that C(begin) or C(begin_delete) takes over.
+      - Default C(<data_dir>/deployment.log).
+    type: path
   quota:
     description:
       - Per-user quota for C(begin). Missing keys take their default.
@@ -86,10 +102,11 @@ options:
     description: For C(fail) and C(fail_delete), the error of the failed stage.
     type: str
   user:
-    description: For C(fail) and the delete states when there is no I(request), the user as given.
+    description: For C(fail), C(release) and the delete states when there is no I(request), the user as given.
     type: str
   service_name:
-    description: For C(fail) and the delete states when there is no I(request), the service name as given.
+    description: For C(fail), C(release) and the delete states when there is no I(request), the service name
+      as given.
     type: str
   namespace:
     description: For C(fail) when there is no I(request), the namespace as given.
@@ -135,6 +152,16 @@ EXAMPLES = r"""
     user: test_user
     service_name: test_service
     deployment_id: "{{ es_deployment_id }}"
+
+# The host of a crashed run is gone: release its lease, so that the next create or
+# delete of the pair takes it over at once.
+- name: Release the lease of a dead run
+  yunpeng.es_serverless.es_tenant_meta:
+    data_dir: /var/lib/es-serverless
+    state: release
+    user: test_user
+    service_name: test_service
+    deployment_id: 8xk2m4q7w9z1c3v5b6n0
 """
 
 RETURN = r"""
@@ -203,6 +230,22 @@ status_changed:
     - For C(fail_delete), whether it was set to C(failed), false when the delete was refused before it began.
   returned: when state is fail or fail_delete
   type: bool
+took_over:
+  description:
+    - For C(begin) and C(begin_delete), the run of the pair that died and was taken over, or C(None).
+    - It is recorded failed at stage C(run_died) (a create's status C(failed), an update's failure in
+      C(last_update), a delete's status C(failed)) with its C(failed) report and log line (C(report), the file name).
+    - What it left in Kubernetes is removed by the flow that took it over.
+  returned: when state is begin or begin_delete
+  type: dict
+  sample:
+    deployment_id: 8xk2m4q7w9z1c3v5b6n0
+    operation: create
+    namespace: es-test
+    stage: run_died
+    error: "the run died: ansible-playbook pid 4242 on host ctl1 is gone, after its report k8s_applied;
+      deployment q1w2e3r4t5y6u7i8o9p0 took over"
+    report: test_user_test_service_20240101T000010.000000Z.json
 unknown_tenant:
   description: For C(begin_delete), true when it failed because the pair has no deployment status.
   returned: when state is begin_delete
@@ -221,7 +264,8 @@ ARGUMENT_SPEC = dict(
     argument_spec=dict(
         data_dir=dict(type="path", required=True),
         state=dict(type="str", required=True,
-                   choices=["begin", "sync", "complete", "fail", "begin_delete", "complete_delete", "fail_delete"]),
+                   choices=["begin", "sync", "complete", "fail", "begin_delete", "complete_delete", "fail_delete",
+                            "release"]),
         request=dict(type="dict"),
         deployment_id=dict(type="str", required=True),
         quota=dict(type="dict", default={}),
@@ -231,6 +275,7 @@ ARGUMENT_SPEC = dict(
         user=dict(type="str"),
         service_name=dict(type="str"),
         namespace=dict(type="str"),
+        log_file=dict(type="path"),
     ),
     required_if=[
         ("state", "begin", ("request",)),
@@ -251,7 +296,8 @@ def run(params, check_mode, warn):
     try:
         if state == "begin":
             result["record"] = store.begin(params["request"], params["deployment_id"], params["quota"],
-                                           check_only=check)
+                                           check_only=check, log_file=params["log_file"])
+            result["took_over"] = store.took_over
             req = params["request"]
             live = store.get_deployment(req["user"], req["service_name"]) or {}
             result["deployment"] = live or None
@@ -271,6 +317,14 @@ def run(params, check_mode, warn):
             result["record"], result["deployment"] = store.complete(params["request"], params["deployment_id"],
                                                                     check_only=check)
             result["changed"] = True
+        elif state == "release":
+            ident = dict(params["request"] or {})
+            user, service_name = ident.get("user", params["user"]), ident.get("service_name", params["service_name"])
+            if check:
+                result["deployment"] = store.get_deployment(user, service_name)
+            else:
+                result["deployment"] = store.release(user, service_name, params["deployment_id"])
+                result["changed"] = True
         elif state in ("begin_delete", "complete_delete", "fail_delete"):
             _delete_step(store, state, params, check, result)
         else:
@@ -298,7 +352,9 @@ def _delete_step(store, state, params, check, result):
     user = ident.get("user", params["user"])
     service_name = ident.get("service_name", params["service_name"])
     if state == "begin_delete":
-        result["deployment"] = store.begin_delete(user, service_name, params["deployment_id"], check_only=check)
+        result["deployment"] = store.begin_delete(user, service_name, params["deployment_id"], check_only=check,
+                                                  log_file=params["log_file"])
+        result["took_over"] = store.took_over
         result["unknown_tenant"] = False
         result["changed"] = True
         return

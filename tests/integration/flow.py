@@ -52,6 +52,20 @@ def tenant_vars(user="test_user", service="test_service", namespace="es-test", *
 def run_playbook(kubeconfig, data_dir, extra_vars=None, inventory=None, args=(), env=None, timeout=600,
                  playbook="playbooks/create_cluster.yml"):
     """ansible-playbook exactly as an operator runs it from a checkout."""
+    cmd, full_env = playbook_command(kubeconfig, data_dir, extra_vars, inventory, args, env, playbook)
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def start_playbook(kubeconfig, data_dir, extra_vars=None, playbook="playbooks/create_cluster.yml"):
+    """ansible-playbook as ``run_playbook`` runs it, in the background and in a process group of its own
+    (``os.killpg`` ends it with its workers); its output is discarded."""
+    cmd, full_env = playbook_command(kubeconfig, data_dir, extra_vars, None, (), None, playbook)
+    return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def playbook_command(kubeconfig, data_dir, extra_vars, inventory, args, env, playbook):
+    """The command line and environment of an ansible-playbook run from the checkout."""
     varfile = os.path.join(data_dir, "..", "vars-%d.json" % time.monotonic_ns())
     varfile = os.path.abspath(varfile)
     with open(varfile, "w") as f:
@@ -64,7 +78,7 @@ def run_playbook(kubeconfig, data_dir, extra_vars=None, inventory=None, args=(),
     full_env.update({"KUBECONFIG": kubeconfig, "PATH": BIN + os.pathsep + full_env.get("PATH", ""),
                      "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"})
     full_env.update(env or {})
-    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+    return cmd, full_env
 
 
 def start_held_create(cluster, data_dir, user, service, namespace):

@@ -50,7 +50,7 @@ def test_begin_writes_record_and_status(store, tmp_path):
     }
     entry = json.loads((tmp_path / "deployments" / "test_user" / "test_service.json").read_text())
     assert list(entry) == ["user", "service_name", "namespace", "deployment_id", "status", "stage", "error",
-                           "created_at", "updated_at", "reports_dir", "request", "created_by"]
+                           "created_at", "updated_at", "reports_dir", "request", "created_by", "lease"]
     assert {k: entry[k] for k in ("user", "service_name", "namespace", "deployment_id", "status", "stage", "error",
                                   "created_at", "updated_at", "reports_dir")} == {
         "user": "test_user", "service_name": "test_service", "namespace": "es-test", "deployment_id": "dep1",
