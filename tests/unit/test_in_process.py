@@ -19,7 +19,7 @@ def test_every_module_has_an_in_process_action_plugin_over_its_own_spec():
         assert issubclass(action.ActionModule, InProcessAction), name
         assert action.ActionModule.MODULE is module, name
         assert module.ARGUMENT_SPEC["argument_spec"] and callable(module.run), name
-    assert "es_apply" in MODULES and len(MODULES) == 11
+    assert "es_apply" in MODULES and len(MODULES) == 12
 
 
 def test_no_module_process_is_started(tmp_path):

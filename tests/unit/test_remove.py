@@ -117,7 +117,7 @@ def test_a_namespace_still_there_at_the_timeout_is_an_error_naming_it(monkeypatc
     ns = _obj("ns")
     api = FakeApi({"/api/v1/namespaces/ns": ns}, vanish_after=10 ** 6)
     ns["status"] = {"phase": "Terminating"}
-    with pytest.raises(remove.RemoveError, match=r"still there after 5 s: namespace ns \(Terminating\)") as failed:
+    with pytest.raises(remove.RemoveError, match=r"still there after 5 s: Namespace ns \(Terminating\)") as failed:
         _run(monkeypatch, api, namespace_created=True, timeout=5)
     assert failed.value.result["namespace_deleted"] is True
 
