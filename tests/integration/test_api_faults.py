@@ -4,7 +4,6 @@ reason; a create answering 409 for an object that does not exist is a failure, n
 mistyped variable and a template in a tenant string are refused before anything runs."""
 
 import os
-import time
 
 import pytest
 
@@ -57,7 +56,6 @@ def test_a_transient_fault_is_retried_and_the_run_completes(
     if existing:  # stage 4 then reads the data PVCs that existed, with kubernetes.core.k8s_info
         cluster.core.create_namespace({"metadata": {"name": "es-retry"}})
     cluster.sim.add_fault(fault)
-    start = time.monotonic()
     proc = run_playbook(cluster.kubeconfig, data_dir, tenant_vars("retry_user", "svc", "es-retry"))
     assert proc.returncode == 0, output(proc)[-3000:]
     assert [b["status"] for _u, b in reports(data_dir, "retry_user", "svc")] == CPU_STATUSES
@@ -65,10 +63,9 @@ def test_a_transient_fault_is_retried_and_the_run_completes(
     status = int(fault.split(":")[2])
     answers = _answers(cluster.sim, method, resource, "es-retry")
     assert answers[0] == status and len(answers) >= 2, answers  # the fault, then the same call again
+    # (that a 429 waits as its Retry-After says: tests/unit/test_k8s_client.py)
     if not existing:  # the collection's client says so in the task's warnings
         assert "answered %d" % status in output(proc) and "retrying (1 of at most 5)" in output(proc)
-    if status == 429:
-        assert time.monotonic() - start > 1.0  # Retry-After: 1 was honoured
 
 
 def test_a_lasting_500_fails_naming_the_object_and_the_reason(sim_cluster, data_dir):
