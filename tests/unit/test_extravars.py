@@ -69,3 +69,22 @@ def test_a_symlink_at_the_path_is_refused(tmp_path):
     with pytest.raises(OSError):
         extravars.write_extra_vars(str(tmp_path / "vars.yml"), {"es_user": "u"})
     assert target.read_text() == "keep"
+
+
+def test_ansible_runner_passes_env_extravars_with_the_tags(tmp_path, monkeypatch):
+    ansible_runner = pytest.importorskip("ansible_runner")
+    marker = tmp_path / "pwned"
+    hostile = "{{ lookup('ansible.builtin.pipe', 'touch %s') }}" % marker
+    private = tmp_path / "runner"
+    (private / "project").mkdir(parents=True)
+    (private / "env").mkdir()
+    out = tmp_path / "out.txt"
+    (private / "project" / "show.yml").write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.copy: {dest: %s, content: '{{ es_user }}'}\n" % out)
+    extravars.write_extra_vars(str(private / "env" / "extravars"), {"es_user": hostile})
+    monkeypatch.setenv("PATH", BIN + os.pathsep + os.environ.get("PATH", ""))
+    result = ansible_runner.run(private_data_dir=str(private), playbook="show.yml", quiet=True,
+                                envvars={"ANSIBLE_PYTHON_INTERPRETER": sys.executable})
+    assert result.rc == 0, result.stdout.read()
+    assert out.read_text() == hostile and not marker.exists()
