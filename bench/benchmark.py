@@ -402,6 +402,18 @@ def run_process(cmd, cwd, env, logpath, sample_memory=False, timeout=RUN_TIMEOUT
     return result
 
 
+def tenant_inventory_yaml(data):
+    """The inventory as YAML, the tenant strings tagged ``!unsafe`` (never templated), as every entry
+    point that passes tenant strings must (the collection's plugins/module_utils/extravars.py)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "collections"))
+    from ansible_collections.yunpeng.es_serverless.plugins.module_utils.extravars import dump_yaml, mark_unsafe
+
+    def tag(host):
+        return dict((k, mark_unsafe(v) if k.startswith("es_") else v) for k, v in host.items())
+    return dump_yaml({"all": dict(data["all"], hosts=dict((name, tag(host))
+                                                          for name, host in data["all"]["hosts"].items()))})
+
+
 def inventory(path, tenants, batch):
     """Write an inventory: ``localhost`` with the one tenant, or one host per tenant for a batch."""
     if batch:
@@ -412,7 +424,7 @@ def inventory(path, tenants, batch):
         host.update(tenants[0])
         data = {"all": {"hosts": {"localhost": host}}}
     with open(path, "w") as handle:
-        json.dump(data, handle, indent=1)  # JSON is YAML; the file is named .yml for the yaml inventory plugin
+        handle.write(tenant_inventory_yaml(data))
     return path
 
 

@@ -6,6 +6,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type  # noqa: UP001 -- Ansible plugin boilerplate
 
+import difflib
 from decimal import Decimal
 
 from ansible.errors import AnsibleFilterError
@@ -82,6 +83,19 @@ def failure_message(result, limit=2000):
     return message[:limit]
 
 
+def unknown_variables(names, known, internal=None):
+    """The names in ``names`` that are neither ``known`` (the variables a user sets) nor ``internal``
+    (those the flows set themselves), each with the closest known name: ``es_replica (did you mean
+    es_replicas?)``."""
+    known = sorted(set(known or ()))
+    allowed = set(known) | set(internal or ())
+    out = []
+    for name in sorted(set(names or ()) - allowed):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        out.append("%s (did you mean %s?)" % (name, close[0]) if close else name)
+    return out
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -93,4 +107,5 @@ class FilterModule:
             "request_changes": request_changes,
             "statefulset_drift": statefulset_drift,
             "tenant_quota": tenant_quota,
+            "unknown_variables": unknown_variables,
         }

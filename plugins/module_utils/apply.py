@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type  # noqa: UP001
 
+import base64
 import datetime
 import json
 import time
@@ -24,6 +25,7 @@ from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client i
     K8sClientError,
     api_error_message,
     request_json,
+    status_message,
 )
 
 FIELD_MANAGER = "es-serverless"
@@ -155,6 +157,46 @@ def _namespace_missing(exc):
     return details.get("kind") == "namespaces"
 
 
+def _read(api_client, path):
+    """The object at ``path``, or None when the API server answers 404."""
+    try:
+        return request_json(api_client, "GET", path)[1]
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _holds(sent, obj):
+    """Whether ``obj`` carries everything of ``sent`` that names its creator: the labels and
+    annotations, and a Secret's or ConfigMap's data. The collection's create-only objects carry
+    something no one else has (the namespace its deployment id, the Secrets generated keys), so an
+    object that holds them is the one an earlier attempt of the same create made."""
+    sent_meta, meta = sent.get("metadata") or {}, obj.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        if any((meta.get(key) or {}).get(k) != v for k, v in (sent_meta.get(key) or {}).items()):
+            return False
+    data = dict(sent.get("data") or {})
+    if sent.get("kind") == "Secret":
+        data.update((k, base64.b64encode(v.encode("utf-8")).decode("ascii"))
+                    for k, v in (sent.get("stringData") or {}).items())
+    elif sent.get("stringData"):
+        return False
+    return all((obj.get("data") or {}).get(k) == v for k, v in data.items())
+
+
+def _existing_after_conflict(api_client, definition, path, exc, label):
+    """A create answered 409: read the object. Returns ``(object, created)``; ``created`` when an
+    earlier attempt of this request, retried after an ambiguous failure, made it. An object that
+    does not exist after a 409 is a failure, never an "exists"."""
+    obj = _read(api_client, path)
+    if obj is None:
+        why = status_message(exc) if definition.get("kind") == "Secret" else api_error_message(exc)
+        raise ValueError("the create answered %s, yet %s does not exist (a read answered 404 Not Found)"
+                         % (why, label))
+    return obj, bool(getattr(exc, "retried", False)) and _holds(definition, obj)
+
+
 def apply_objects(api_client, definitions, namespace=None, create_only=False, check_mode=False,
                   field_manager=FIELD_MANAGER, snapshot=False, recreate=False, timeout=60, diff=False):
     """Apply ``definitions`` in order and return one entry per object.
@@ -230,8 +272,9 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
                                                    content_type="application/apply-patch+yaml")
             except ApiException as exc:
                 if create_only and exc.status == 409:
-                    applied.append({"ref": object_ref(definition, False), "changed": False,
-                                    "object": _summary(definition)})
+                    existing, created = _existing_after_conflict(api_client, definition, path, exc, label)
+                    applied.append({"ref": object_ref(existing, created), "changed": created,
+                                    "object": _summary(existing)})
                     continue
                 if check_mode and _namespace_missing(exc):
                     applied.append({"ref": object_ref(definition, True), "changed": True,
@@ -242,7 +285,7 @@ def apply_objects(api_client, definitions, namespace=None, create_only=False, ch
             raise ApplyError("cannot apply %s: %s" % (label, exc), applied)
         except ApiException as exc:
             # The API server may echo the request body in its message: never for a Secret.
-            why = "%s %s" % (exc.status, exc.reason) if kind == "Secret" else api_error_message(exc)
+            why = status_message(exc) if kind == "Secret" else api_error_message(exc)
             raise ApplyError("cannot apply %s: %s" % (label, why), applied)
         created = status == 201 and not recreated
         if snapshot and check_mode:  # a dry run keeps the resourceVersion: compare the content

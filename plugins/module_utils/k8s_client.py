@@ -16,7 +16,8 @@ __metaclass__ = type  # noqa: UP001
 
 import json
 import os
-from urllib.parse import urlencode
+import time
+from urllib.parse import urlencode, urlsplit
 
 try:
     # ApiException is re-exported for the modules
@@ -29,11 +30,14 @@ try:
     # worker per task, so every worker then shares them instead of importing them again.
     _EAGER = (kubernetes.client.ApiClient, kubernetes.client.CoreV1Api, kubernetes.client.AppsV1Api,
               kubernetes.client.StorageV1Api, kubernetes.config.load_kube_config, kubernetes.watch.Watch)
+    from urllib3.util.retry import Retry as _Retry
+
     HAS_KUBERNETES = True
     KUBERNETES_IMPORT_ERROR = None
 except ImportError as _exc:  # pragma: no cover - reported by the modules
     kubernetes = None
     ApiException = Exception
+    _Retry = object
     HAS_KUBERNETES = False
     KUBERNETES_IMPORT_ERROR = _exc
 
@@ -68,6 +72,88 @@ _BOOL_OPTIONS = ("validate_certs",)
 
 class K8sClientError(Exception):
     """The API client could not be configured; the message carries no secret."""
+
+
+# Transient answers retried as client-go retries them: 429 (the API server's priority and fairness
+# rejects a request before it is processed, with Retry-After) and the 5xx a busy or restarting API
+# server or a load balancer in front of it gives.
+RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+# Every method the collection sends is safe to repeat: GET/LIST/WATCH, server-side apply and merge
+# PATCH (the same body sets the same fields), DELETE (a 404 on the repeat means gone), and POST,
+# which only creates: a repeat answers 409 when an earlier attempt created the object, and
+# apply.apply_objects reads the object then (``ApiException.retried`` says an attempt was ambiguous).
+RETRY_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE", "POST"))
+RETRY_ATTEMPTS = 5  # retries after the first attempt
+RETRY_BACKOFF = 0.25  # seconds: 0, 0.5, 1, 2, 4 between attempts (Retry-After when the server says)
+RETRY_BUDGET = 30.0  # seconds of retrying per request at most, waits included
+RETRY_AFTER_MAX = 10  # seconds: a longer Retry-After is cut to this
+
+
+class ApiRetry(_Retry):
+    """urllib3's ``Retry`` for the Kubernetes client's connection pool, bounded in time.
+
+    The pool retries every request by itself (connection errors, answers in ``RETRY_STATUSES``, with
+    exponential backoff or the server's Retry-After) and returns the last answer when the retries
+    are spent, so that the caller sees the API server's own error. On top of urllib3: at most
+    ``budget`` seconds per request, and ``notify`` (e.g. a module's ``warn``) hears of each retry.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.budget = kwargs.pop("budget", RETRY_BUDGET)
+        self.started = kwargs.pop("started", None)
+        self.notify = kwargs.pop("notify", None)
+        super(ApiRetry, self).__init__(*args, **kwargs)
+
+    def new(self, **kw):
+        for key in ("budget", "started", "notify"):
+            kw.setdefault(key, getattr(self, key))
+        return super(ApiRetry, self).new(**kw)
+
+    def _spent(self):
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+    def is_exhausted(self):
+        return super(ApiRetry, self).is_exhausted() or self._spent() >= self.budget
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super(ApiRetry, self).increment(method, url, response, error, _pool, _stacktrace)
+        if retry.started is None:
+            retry.started = time.monotonic()
+        if self.notify is not None:
+            cause = ("answered %s %s" % (response.status, response.reason) if response is not None
+                     else "failed (%s)" % type(error).__name__)
+            self.notify("Kubernetes API %s %s %s; retrying (%d of at most %d)" % (
+                method, urlsplit(url or "").path, cause, len(retry.history), RETRY_ATTEMPTS))
+        return retry
+
+    def sleep(self, response=None):
+        wait = None
+        if self.respect_retry_after_header and response is not None:
+            wait = self.get_retry_after(response)
+        if wait is None:
+            wait = self.get_backoff_time()
+        wait = min(wait, max(self.budget - self._spent(), 0.0))
+        if wait > 0:
+            time.sleep(wait)
+
+
+def api_retry(notify=None, budget=RETRY_BUDGET):
+    """The retry policy of the collection's API clients (``ApiRetry``)."""
+    return ApiRetry(total=RETRY_ATTEMPTS, allowed_methods=RETRY_METHODS, status_forcelist=RETRY_STATUSES,
+                    backoff_factor=RETRY_BACKOFF, raise_on_status=False, retry_after_max=RETRY_AFTER_MAX,
+                    budget=budget, notify=notify)
+
+
+def ambiguous_retries(response):
+    """Whether an earlier attempt of this answer's request may have reached the API server and done
+    its work (a 5xx or a broken connection; a 429 or a refused connection did nothing)."""
+    retries = getattr(getattr(response, "response", response), "retries", None)
+    for attempt in getattr(retries, "history", None) or ():
+        if attempt.status is not None and attempt.status >= 500:
+            return True
+        if attempt.error is not None and not isinstance(attempt.error, urllib3.exceptions.ConnectTimeoutError):
+            return True
+    return False
 
 
 def auth_from_params(params, environ=None):
@@ -158,18 +244,28 @@ def configuration_from_params(params, environ=None):
     return configuration
 
 
-def client_from_params(params, environ=None):
+def client_from_params(params, environ=None, notify=None, retry_budget=RETRY_BUDGET):
     """Return a ``kubernetes.client.ApiClient`` configured from module parameters.
 
+    Every request it sends is retried on transient failures (``api_retry``): ``notify`` hears of
+    each retry, ``retry_budget`` bounds the seconds spent retrying one request.
     Raises ``K8sClientError`` with a message free of credentials when no usable
     configuration is found.
     """
     configuration = configuration_from_params(params, environ)
+    configuration.retries = api_retry(notify, retry_budget)
+    configuration.client_go_retries = False  # the pool's retries above cover reads too
     return kubernetes.client.ApiClient(configuration)
 
 
-def api_error_message(exc):
-    """A short, token-free description of an ``ApiException``."""
+def api_error_message(exc, what=None):
+    """A short, token-free description of an ``ApiException``: status, reason and the API server's
+    message, after ``what`` (the object, e.g. ``StatefulSet es-test/elasticsearch``) when given.
+
+    Never for a Secret: the API server may echo the request body in its message (``status_message``).
+    """
+    what = what or getattr(exc, "what", None)
+    prefix = "%s: " % what if what else ""
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", None)
     body = getattr(exc, "body", None)
@@ -181,14 +277,29 @@ def api_error_message(exc):
         except (ValueError, TypeError, AttributeError):
             message = None
     if message:
-        return "%s %s: %s" % (status, reason, message)
-    return "%s %s" % (status, reason)
+        return "%s%s %s: %s" % (prefix, status, reason, message)
+    return "%s%s %s" % (prefix, status, reason)
+
+
+def status_message(exc, what=None):
+    """``api_error_message`` without the API server's message: for Secrets, whose body it may echo."""
+    what = what or getattr(exc, "what", None)
+    return "%s%s %s" % ("%s: " % what if what else "", getattr(exc, "status", None), getattr(exc, "reason", None))
 
 
 def call_json(func, *args, **kwargs):
-    """Call a generated API method and return the JSON body as plain dicts (camelCase keys)."""
+    """Call a generated API method and return the JSON body as plain dicts (camelCase keys).
+
+    ``_what`` names the object or list for messages: an ``ApiException`` carries it as ``what``,
+    which ``api_error_message`` puts first.
+    """
+    what = kwargs.pop("_what", None)
     kwargs["_preload_content"] = False
-    response = func(*args, **kwargs)
+    try:
+        response = func(*args, **kwargs)
+    except ApiException as exc:
+        exc.what = what
+        raise
     try:
         return json.loads(response.data)
     finally:
@@ -227,5 +338,6 @@ def request_json(api_client, method, path, query=None, body=None, content_type="
     if not 200 <= response.status <= 299:
         exc = ApiException(status=response.status, reason=response.reason)
         exc.body = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        exc.retried = ambiguous_retries(response)
         raise exc
     return response.status, json.loads(data) if data else {}

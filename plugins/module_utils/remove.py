@@ -75,6 +75,13 @@ def owned_namespace(namespace, user, service_name):
             and annotations.get(SERVICE_ANNOTATION) == service_name)
 
 
+def _label(ref):
+    """``Kind namespace/name`` (``Namespace name``) for messages."""
+    if ref.get("namespace"):
+        return "%s %s/%s" % (ref["kind"], ref["namespace"], ref["name"])
+    return "%s %s" % (ref["kind"], ref["name"])
+
+
 class Remover:
     """One removal: its requests, what it deleted, and the wait."""
 
@@ -86,8 +93,13 @@ class Remover:
         self.sleep = sleep
         self.result = {"namespace": namespace, "namespace_deleted": False, "deleted": [], "elapsed": 0.0}
 
-    def _request(self, method, path, query=None, body=None):
-        return request_json(self.api_client, method, path, query, body)
+    def _request(self, method, path, query=None, body=None, what=None):
+        """One request; an ``ApiException`` carries ``what`` (the object or list) for the message."""
+        try:
+            return request_json(self.api_client, method, path, query, body)
+        except ApiException as exc:
+            exc.what = what
+            raise
 
     def _collection(self, api_version, kind):
         resource, namespaced = self.resolver.resolve(api_version, kind)
@@ -96,16 +108,20 @@ class Remover:
         return "%s/namespaces/%s/%s" % (group_version_path(api_version), self.namespace, resource)
 
     def _listed(self, api_version, kind, selector):
-        _status, data = self._request("GET", self._collection(api_version, kind), {"labelSelector": selector})
+        _status, data = self._request("GET", self._collection(api_version, kind), {"labelSelector": selector},
+                                      what="list of %s %s in namespace %s" % (kind, selector, self.namespace))
         return [item["metadata"]["name"] for item in data.get("items") or []]
 
     def _delete(self, path, ref):
         """DELETE ``path``; True when it was there (also when it was already being deleted)."""
         try:
             self._request("DELETE", path, body={"kind": "DeleteOptions", "apiVersion": "v1",
-                                                "propagationPolicy": "Background"})
+                                                "propagationPolicy": "Background"}, what=_label(ref))
         except ApiException as exc:
             if exc.status == 404:
+                # 404 on a repeat after an attempt that may have deleted it: this removal deleted it.
+                if getattr(exc, "retried", False):
+                    self.result["deleted"].append(ref)
                 return False
             if not (exc.status == 409 and ref["kind"] == "Namespace"):  # 409: already terminating
                 raise
@@ -119,7 +135,7 @@ class Remover:
         while waiting:
             for path in list(waiting):
                 try:
-                    _status, obj = self._request("GET", path)
+                    _status, obj = self._request("GET", path, what=waiting[path].split(" (")[0])
                 except ApiException as exc:
                     if exc.status == 404:
                         del waiting[path]
@@ -144,7 +160,7 @@ class Remover:
             delete_namespace = namespace_created
             if not delete_namespace and owner:
                 try:
-                    _status, found = self._request("GET", ns_path)
+                    _status, found = self._request("GET", ns_path, what="Namespace %s" % self.namespace)
                 except ApiException as exc:
                     if exc.status != 404:
                         raise
@@ -152,7 +168,7 @@ class Remover:
                 delete_namespace = owned_namespace(found, owner.get("user"), owner.get("service_name"))
             if delete_namespace:
                 if self._delete(ns_path, ns_ref):
-                    waiting[ns_path] = "namespace %s" % self.namespace
+                    waiting[ns_path] = _label(ns_ref)
                     self.result["namespace_deleted"] = True
             else:
                 targets = []
@@ -173,14 +189,15 @@ class Remover:
                     seen.add(path)
                     ref = {"kind": kind, "api_version": api_version, "name": name, "namespace": self.namespace}
                     if self._delete(path, ref):
-                        waiting[path] = "%s/%s" % (kind, name)
+                        waiting[path] = _label(ref)
             self._wait_gone(waiting, timeout, start)
         except (ValueError, K8sClientError) as exc:
             raise RemoveError("cannot remove the objects of namespace %s: %s" % (self.namespace, exc),
                               self._done(start))
         except ApiException as exc:
             raise RemoveError("cannot remove the objects of namespace %s: %s"
-                              % (self.namespace, api_error_message(exc)), self._done(start))
+                              % (self.namespace, api_error_message(exc, getattr(exc, "what", None))),
+                              self._done(start))
         return self._done(start)
 
     def _done(self, start):

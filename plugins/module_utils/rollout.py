@@ -465,12 +465,14 @@ class RolloutWaiter:
 
     def snapshot(self):
         ns = self.namespace
-        sts_items = call_json(self.apps.list_namespaced_stateful_set, ns).get("items") or [] if self.sts_names else []
-        deploy_items = call_json(self.apps.list_namespaced_deployment, ns).get("items") or [] \
-            if self.deploy_names else []
-        rs_items = call_json(self.apps.list_namespaced_replica_set, ns).get("items") or [] \
-            if self.deploy_names else []
-        pod_items = call_json(self.core.list_namespaced_pod, ns).get("items") or []
+
+        def listed(func, kind):
+            return call_json(func, ns, _what="list of %s in namespace %s" % (kind, ns)).get("items") or []
+
+        sts_items = listed(self.apps.list_namespaced_stateful_set, "StatefulSets") if self.sts_names else []
+        deploy_items = listed(self.apps.list_namespaced_deployment, "Deployments") if self.deploy_names else []
+        rs_items = listed(self.apps.list_namespaced_replica_set, "ReplicaSets") if self.deploy_names else []
+        pod_items = listed(self.core.list_namespaced_pod, "Pods")
         statefulsets = self._select(sts_items, self.sts_names, "statefulset")
         deployments = self._select(deploy_items, self.deploy_names, "deployment")
         return statefulsets, deployments, rs_items, pod_items

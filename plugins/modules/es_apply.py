@@ -151,7 +151,7 @@ SUPPORTS_DIFF = True
 
 def run(params, check_mode, warn, diff=False):
     try:
-        api_client = client_from_params(params)
+        api_client = client_from_params(params, notify=warn)
     except K8sClientError as exc:
         raise entry.ModuleFailed("cannot connect to Kubernetes: %s" % exc, changed=False, objects=[], created=[])
     try:

@@ -137,7 +137,7 @@ def run(params, check_mode, warn):
                                  changed=False, objects=[], created=[])
     namespace, name = params["namespace"], params["name"]
     try:
-        api_client = client_from_params(params)
+        api_client = client_from_params(params, notify=warn)
     except K8sClientError as exc:
         raise _failed("cannot connect to Kubernetes: %s" % exc)
     ref = {"kind": "Secret", "api_version": "v1", "name": name, "namespace": namespace}

@@ -147,7 +147,8 @@ def _wait_claims(core, namespace, names, done, timeout):
     deadline = time.monotonic() + timeout
     pending = list(names)
     while True:
-        data = call_json(core.list_namespaced_persistent_volume_claim, namespace)
+        data = call_json(core.list_namespaced_persistent_volume_claim, namespace,
+                         _what="list of PersistentVolumeClaims in namespace %s" % namespace)
         by_name = dict((p["metadata"]["name"], p) for p in data.get("items") or [])
         pending = [n for n in names if n not in by_name or not done(by_name[n])]
         if not pending:
@@ -195,18 +196,20 @@ def run(params, check_mode, warn):
     result = dict(changed=False, pvcs=[], missing=[])
     try:
         parse_size(size, "disk_size")
-        api_client = client_from_params(params)
+        api_client = client_from_params(params, notify=warn)
         core = kubernetes.client.CoreV1Api(api_client)
         apps = kubernetes.client.AppsV1Api(api_client)
         try:
-            sts = call_json(apps.read_namespaced_stateful_set, sts_name, namespace)
+            sts = call_json(apps.read_namespaced_stateful_set, sts_name, namespace,
+                            _what="StatefulSet %s/%s" % (namespace, sts_name))
         except ApiException as exc:
             if exc.status == 404 and check_mode:
                 return result  # a check of a new cluster: the StatefulSet would be created with its claims
             if exc.status == 404:
                 raise entry.ModuleFailed("statefulset %s/%s not found" % (namespace, sts_name), **result)
             raise
-        pvc_items = call_json(core.list_namespaced_persistent_volume_claim, namespace).get("items") or []
+        pvc_items = call_json(core.list_namespaced_persistent_volume_claim, namespace,
+                              _what="list of PersistentVolumeClaims in namespace %s" % namespace).get("items") or []
         by_name = dict((p["metadata"]["name"], p) for p in pvc_items)
         names, missing = statefulset_pvc_names(sts, by_name)
         if missing and params["claims_timeout"] > 0 and not check_mode:
@@ -222,7 +225,8 @@ def run(params, check_mode, warn):
         if growing:
             check_bound(growing, namespace)
             try:
-                classes = call_json(kubernetes.client.StorageV1Api(api_client).list_storage_class).get("items") or []
+                classes = call_json(kubernetes.client.StorageV1Api(api_client).list_storage_class,
+                                    _what="list of StorageClasses").get("items") or []
             except ApiException as exc:
                 classes = None
                 warn("cannot list StorageClasses to check allowVolumeExpansion (%s); "
@@ -247,7 +251,8 @@ def run(params, check_mode, warn):
         for pvc in result["pvcs"]:
             if pvc["changed"]:
                 patched = call_json(core.patch_namespaced_persistent_volume_claim, pvc["name"], namespace, body,
-                                    _content_type="application/merge-patch+json")
+                                    _content_type="application/merge-patch+json",
+                                    _what="PersistentVolumeClaim %s/%s" % (namespace, pvc["name"]))
                 pvc["capacity"] = pvc_capacity(patched)
 
         if params["wait"]:

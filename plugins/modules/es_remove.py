@@ -107,6 +107,7 @@ elapsed:
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry  # noqa: E402
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import (  # noqa: E402
     K8S_AUTH_ARGS,
+    RETRY_BUDGET,
     K8sClientError,
     client_from_params,
 )
@@ -131,7 +132,7 @@ ARGUMENT_SPEC = dict(
 def run(params, check_mode, warn):
     empty = dict(changed=False, namespace=params["namespace"], namespace_deleted=False, deleted=[], elapsed=0.0)
     try:
-        api_client = client_from_params(params)
+        api_client = client_from_params(params, notify=warn, retry_budget=min(RETRY_BUDGET, max(params["timeout"], 1)))
     except K8sClientError as exc:
         raise entry.ModuleFailed("cannot connect to Kubernetes: %s" % exc, **empty)
     options = dict((key, params[key]) for key in ("namespace_created", "owner", "objects", "managed", "claims",

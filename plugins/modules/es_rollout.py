@@ -163,6 +163,7 @@ from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.k8s_client import (  # noqa: E402
     HAS_KUBERNETES,
     K8S_AUTH_ARGS,
+    RETRY_BUDGET,
     KUBERNETES_IMPORT_ERROR,
     ApiException,
     K8sClientError,
@@ -213,7 +214,7 @@ def run(params, check_mode, warn):
 
     start = time.monotonic()
     try:
-        api_client = client_from_params(params)
+        api_client = client_from_params(params, notify=warn, retry_budget=min(RETRY_BUDGET, max(params["timeout"], 1)))
         waiter = RolloutWaiter(api_client, params["namespace"], params["statefulsets"], params["deployments"],
                                params["timeout"])
         if check_mode:

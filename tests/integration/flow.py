@@ -11,6 +11,8 @@ import time
 
 import yaml
 
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils.extravars import write_extra_vars
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 
@@ -51,7 +53,8 @@ def tenant_vars(user="test_user", service="test_service", namespace="es-test", *
 
 def run_playbook(kubeconfig, data_dir, extra_vars=None, inventory=None, args=(), env=None, timeout=600,
                  playbook="playbooks/create_cluster.yml"):
-    """ansible-playbook exactly as an operator runs it from a checkout."""
+    """ansible-playbook exactly as an operator runs it from a checkout; the extra vars go in a file
+    with every string tagged ``!unsafe`` (plugins/module_utils/extravars.py), as tenant strings must."""
     cmd, full_env = playbook_command(kubeconfig, data_dir, extra_vars, inventory, args, env, playbook)
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -66,10 +69,9 @@ def start_playbook(kubeconfig, data_dir, extra_vars=None, playbook="playbooks/cr
 
 def playbook_command(kubeconfig, data_dir, extra_vars, inventory, args, env, playbook):
     """The command line and environment of an ansible-playbook run from the checkout."""
-    varfile = os.path.join(data_dir, "..", "vars-%d.json" % time.monotonic_ns())
+    varfile = os.path.join(data_dir, "..", "vars-%d.yml" % time.monotonic_ns())
     varfile = os.path.abspath(varfile)
-    with open(varfile, "w") as f:
-        json.dump(dict(extra_vars or {}, es_data_dir=data_dir), f)
+    write_extra_vars(varfile, dict(extra_vars or {}, es_data_dir=data_dir))
     cmd = [os.path.join(BIN, "ansible-playbook"), playbook, "-e", "@" + varfile]
     if inventory:
         cmd += ["-i", inventory]
@@ -90,11 +92,11 @@ def start_held_create(cluster, data_dir, user, service, namespace):
     elif cluster.controlplane:
         extra["es_elasticsearch_image"] = "docker.elastic.co/elasticsearch/elasticsearch:8.15.3-ready-after-8s"
     return subprocess.Popen([sys.executable, "-c", (
-        "import sys; sys.path.insert(0, %r)\n"
+        "import sys; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
         "from tests.integration.flow import run_playbook, tenant_vars\n"
         "p = run_playbook(%r, %r, tenant_vars(%r, %r, %r, **%r))\n"
         "print(p.returncode); sys.stdout.write(p.stdout[-3000:])") % (
-            ROOT, cluster.kubeconfig, data_dir, user, service, namespace, extra)],
+            ROOT, os.path.join(ROOT, "collections"), cluster.kubeconfig, data_dir, user, service, namespace, extra)],
         stdout=subprocess.PIPE, text=True)
 
 

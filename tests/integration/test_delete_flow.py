@@ -209,14 +209,15 @@ def test_a_cluster_being_created_is_not_deleted(cluster, data_dir):
 def test_a_failed_delete_is_recorded_and_a_second_delete_finishes(sim_cluster, data_dir):
     cluster = sim_cluster  # HTTP fault injection: the simulator's
     create(cluster, data_dir, "flaky_user", "svc", "es-flaky")
-    cluster.sim.add_fault("DELETE:namespaces:500:1")
+    # A single 500 is retried (tests/integration/test_api_faults.py): six fail the first attempt and its 5 retries.
+    cluster.sim.add_fault("DELETE:namespaces:500:6")
     proc = delete(cluster, data_dir, "flaky_user", "svc")
     assert proc.returncode != 0
     got = reports(data_dir, "flaky_user", "svc")
     failed = got[-1][1]
     assert [b["status"] for _n, b in got if b["deployment_id"] == failed["deployment_id"]] == ["deleting", "failed"]
     assert failed["message"].startswith("Cluster deletion failed at stage delete_resources: cannot remove")
-    assert "500" in failed["message"]
+    assert "Namespace es-flaky: 500 Internal Server Error: Internal error occurred: injected fault" in failed["message"]
     assert log_lines(data_dir)[-1] == expected_log_line(failed)
     entry = find_deployment(data_dir, "flaky_user", "svc")
     assert (entry["status"], entry["stage"]) == ("failed", "delete_resources") and "500" in entry["error"]

@@ -57,12 +57,13 @@ PATCH_TYPES = (
 
 
 class ApiError(Exception):
-    def __init__(self, code, reason, message, details=None):
+    def __init__(self, code, reason, message, details=None, headers=None):
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
 
 def status_body(code, reason, message, details=None):
@@ -704,7 +705,7 @@ class _Handler(BaseHTTPRequestHandler):
             return data
         return b""
 
-    def _send(self, code, body, content_type="application/json", warnings=()):
+    def _send(self, code, body, content_type="application/json", warnings=(), headers=None):
         if isinstance(body, (dict, list)):
             data = json.dumps(body).encode()
         elif isinstance(body, str):
@@ -716,6 +717,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Audit-Id", self._audit_id)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self._warnings = list(warnings)
         for w in warnings:
             self.send_header("Warning", '299 - "%s"' % w.replace('"', '\\"'))
@@ -725,7 +728,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._status = code
 
     def _send_error(self, err):
-        self._send(err.code, status_body(err.code, err.reason, err.message, err.details))
+        self._send(err.code, status_body(err.code, err.reason, err.message, err.details), headers=err.headers)
 
     def _dispatch(self, method):
         self._audit_id = secrets.token_hex(8)
@@ -864,7 +867,11 @@ class _Handler(BaseHTTPRequestHandler):
                         fault.count -= 1
                 reason = REASONS.get(fault.status, "InternalError")
                 msg = "Internal error occurred: injected fault" if fault.status == 500 else "injected fault"
-                raise ApiError(fault.status, reason, msg, _details(res, name) if name else None)
+                details, headers = _details(res, name) if name else None, None
+                if fault.status == 429:  # as the API server's priority and fairness rejects a request
+                    msg, headers = "Too many requests, please try again later.", {"Retry-After": "1"}
+                    details = dict(details or {}, retryAfterSeconds=1)
+                raise ApiError(fault.status, reason, msg, details, headers)
         handler = Request(self, res, namespace, name, sub, query, body, content_type)
         return handler.run(method)
 

@@ -185,3 +185,12 @@ def test_kubectl_rollout_status_statefulset_and_deployment(kubesim_factory):  # 
     out = kubectl(sim, "rollout", "status", "deploy/kibana", "--timeout=2s")
     assert out.returncode != 0
     assert 'Waiting for deployment "kibana" rollout to finish' in out.stdout
+
+
+def test_an_injected_429_says_when_to_retry(kubesim_factory):  # noqa: F811
+    sim = kubesim_factory(faults=["GET:namespaces:429:1"])
+    status, body, headers = sim.call("GET", "/api/v1/namespaces/default")
+    assert status == 429 and headers["Retry-After"] == "1"
+    assert (body["reason"], body["message"]) == ("TooManyRequests", "Too many requests, please try again later.")
+    assert body["details"]["retryAfterSeconds"] == 1
+    assert sim.call("GET", "/api/v1/namespaces/default")[0] == 200  # the count was one

@@ -117,7 +117,7 @@ def test_a_namespace_still_there_at_the_timeout_is_an_error_naming_it(monkeypatc
     ns = _obj("ns")
     api = FakeApi({"/api/v1/namespaces/ns": ns}, vanish_after=10 ** 6)
     ns["status"] = {"phase": "Terminating"}
-    with pytest.raises(remove.RemoveError, match=r"still there after 5 s: namespace ns \(Terminating\)") as failed:
+    with pytest.raises(remove.RemoveError, match=r"still there after 5 s: Namespace ns \(Terminating\)") as failed:
         _run(monkeypatch, api, namespace_created=True, timeout=5)
     assert failed.value.result["namespace_deleted"] is True
 
@@ -135,3 +135,35 @@ def test_rollback_objects_and_claims_kept(monkeypatch):
     assert list(api.objects) == ["/api/v1/namespaces/ns/persistentvolumeclaims/old-0"]
     # The rollback does not read the namespace: it knows that the run did not create it.
     assert ("GET", "/api/v1/namespaces/ns", None) not in api.requests
+
+
+def test_a_failed_request_names_the_object_and_the_api_servers_reason(monkeypatch):
+    api = FakeApi({"/apis/apps/v1/namespaces/ns/statefulsets/elasticsearch": _obj("elasticsearch", STS_LABELS)})
+    answer = api.request_json
+
+    def failing(client, method, path, query=None, body=None, **kw):
+        if method == "DELETE":
+            exc = remove.ApiException(status=500, reason="Internal Server Error")
+            exc.body = '{"kind": "Status", "message": "Internal error occurred: etcd leader changed"}'
+            raise exc
+        return answer(client, method, path, query, body, **kw)
+    api.request_json = failing
+    with pytest.raises(remove.RemoveError) as failed:
+        _run(monkeypatch, api, objects=[{"kind": "StatefulSet", "api_version": "apps/v1", "name": "elasticsearch"}])
+    assert failed.value.message == (
+        "cannot remove the objects of namespace ns: StatefulSet ns/elasticsearch: 500 Internal Server Error: "
+        "Internal error occurred: etcd leader changed")
+
+
+def test_a_404_on_a_repeated_delete_counts_as_deleted(monkeypatch):
+    # The first attempt deleted it and its answer was lost (a 5xx or a broken connection); the retry
+    # of the client's pool answers 404 (ApiException.retried): this removal deleted it.
+    api = FakeApi({})
+
+    def gone(_client, method, path, query=None, body=None, **_kw):
+        exc = remove.ApiException(status=404, reason="Not Found")
+        exc.retried = method == "DELETE"
+        raise exc
+    api.request_json = gone
+    result = _run(monkeypatch, api, objects=[{"kind": "ConfigMap", "api_version": "v1", "name": "cfg"}])
+    assert [r["name"] for r in result["deleted"]] == ["cfg"]
