@@ -404,9 +404,9 @@ def run_process(cmd, cwd, env, logpath, sample_memory=False, timeout=RUN_TIMEOUT
 
 def tenant_inventory_yaml(data):
     """The inventory as YAML, the tenant strings tagged ``!unsafe`` (never templated), as every entry
-    point that passes tenant strings must (the collection's plugins/module_utils/extravars.py)."""
+    point that passes tenant strings must (the collection's plugins/plugin_utils/extravars.py)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "collections"))
-    from ansible_collections.yunpeng.es_serverless.plugins.module_utils.extravars import dump_yaml, mark_unsafe
+    from ansible_collections.yunpeng.es_serverless.plugins.plugin_utils.extravars import dump_yaml, mark_unsafe
 
     def tag(host):
         return dict((k, mark_unsafe(v) if k.startswith("es_") else v) for k, v in host.items())

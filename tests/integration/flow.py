@@ -11,7 +11,7 @@ import time
 
 import yaml
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.extravars import write_extra_vars
+from ansible_collections.yunpeng.es_serverless.plugins.plugin_utils.extravars import write_extra_vars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -54,7 +54,7 @@ def tenant_vars(user="test_user", service="test_service", namespace="es-test", *
 def run_playbook(kubeconfig, data_dir, extra_vars=None, inventory=None, args=(), env=None, timeout=600,
                  playbook="playbooks/create_cluster.yml"):
     """ansible-playbook exactly as an operator runs it from a checkout; the extra vars go in a file
-    with every string tagged ``!unsafe`` (plugins/module_utils/extravars.py), as tenant strings must."""
+    with every string tagged ``!unsafe`` (plugins/plugin_utils/extravars.py), as tenant strings must."""
     cmd, full_env = playbook_command(kubeconfig, data_dir, extra_vars, inventory, args, env, playbook)
     return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
 

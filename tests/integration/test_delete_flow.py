@@ -186,6 +186,7 @@ def test_a_cluster_being_created_is_not_deleted(cluster, data_dir):
     proc = delete(cluster, data_dir, "busy_user", "svc")
     assert proc.returncode != 0
     assert "is being created by deployment %s" % entry["deployment_id"] in output(proc)
+
     def unrenewed(found):  # the running create's reports move its lease on meanwhile
         return dict(found, lease={k: v for k, v in found["lease"].items() if k not in ("renewed_at", "expires_at")})
     assert unrenewed(find_deployment(data_dir, "busy_user", "svc")) == unrenewed(entry)

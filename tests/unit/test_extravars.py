@@ -1,4 +1,4 @@
-"""Extra vars written with every tenant string marked !unsafe (plugins/module_utils/extravars.py): Ansible
+"""Extra vars written with every tenant string marked !unsafe (plugins/plugin_utils/extravars.py): Ansible
 reads them as given and never runs a template in them."""
 
 import json
@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils import extravars
+from ansible_collections.yunpeng.es_serverless.plugins.plugin_utils import extravars
 
 BIN = os.path.dirname(sys.executable)
 
