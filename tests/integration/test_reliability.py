@@ -54,7 +54,10 @@ LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansibl
 # POST secrets and the server-side apply PATCHes, stage 6 the StatefulSet read and the PVC list (stage 5 makes
 # no request), stage 8 the lists and watches of the StatefulSet and the Deployment, which the rollout reopens
 # until its timeout (a failing pods list does not fail it: pods are read only to find a doomed pod sooner).
-# The latency is added once the last object of stage 4 is applied and taken away 5 s later.
+# The latency (1.5 s a request) is added once the last object of stage 4 is applied and taken away 5 s later;
+# with pods not Ready yet, the rollout ends at its timeout however slow its reads (a read that ends after the
+# deadline and finds the rollout done is a success: latency alone fails no stage while each request takes
+# less than the client's 30 s).
 S = CPU_STATUSES
 STAGE_FAULTS = [
     ("namespace-500", "POST:namespaces:500:6", {}, {}, "namespace", "500 Internal Server Error", S[:1], False),
@@ -73,6 +76,8 @@ STAGE_FAULTS = [
      True),
     ("deployments-watch-500", "GET:deployments:500", ROLLOUT, {}, "rollout", "500", S[:6], False),
     ("deployments-watch-403-existing", "GET:deployments:403", ROLLOUT, {}, "rollout", "403", S[:6], True),
+    ("latency", None, {"es_rollout_timeout": 2}, {"latency": 1500, "ready_delay": 30}, "rollout",
+     "not complete after 2s", S[:6], False),
     ("image-pull", None, {"es_kibana_image": BAD_REGISTRY + "/kibana/kibana:8.15.3"}, {}, "rollout",
      "ImagePull", S[:6], False),
     ("image-pull-existing", None, {"es_kibana_image": BAD_REGISTRY + "/kibana/kibana:8.15.3"}, {}, "rollout",
@@ -145,6 +150,7 @@ def test_a_fault_at_every_stage_fails_cleanly(world, case):
     if fault:
         sim.add_fault(fault)
     slow = None
+    sim.set_ready_delay(settings.get("ready_delay", 0.2))
     if settings.get("latency"):
         slow = threading.Thread(target=_slow_rollout, args=(sim, data_dir, user, settings["latency"]))
         slow.start()
@@ -155,6 +161,7 @@ def test_a_fault_at_every_stage_fails_cleanly(world, case):
             slow.join()
         sim.set_faults([])
         sim.set_latency(0)
+        sim.set_ready_delay(0.2)
     out = output(proc)
     assert proc.returncode != 0, out[-3000:]
     got = reports(data_dir, user, "svc")
