@@ -215,9 +215,11 @@ def test_twenty_tenants_with_forks_and_two_processes_at_once(big_cluster, data_d
     assert proc.returncode == 0, output(proc)[-3000:]
     groups = [[("par%s%02d" % (g, i), "es-par%s%02d" % (g, i)) for i in range(10)] for g in "ab"]
     procs = {}
-    threads = [threading.Thread(target=lambda g=g, t=t: procs.__setitem__(g, _batch(cluster, data_dir, tmp_path, g,
-                                                                                   t, 10)))
-               for g, t in zip("ab", groups)]
+
+    def run_group(g, t):
+        procs[g] = _batch(cluster, data_dir, tmp_path, g, t, 10)
+
+    threads = [threading.Thread(target=run_group, args=(g, t)) for g, t in zip("ab", groups)]
     for t in threads:
         t.start()
     for t in threads:
