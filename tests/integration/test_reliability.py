@@ -15,7 +15,7 @@ import ansible_runner
 import pytest
 
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils import reports as reportsmod
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils.extravars import dump_yaml, mark_unsafe
+from ansible_collections.yunpeng.es_serverless.plugins.plugin_utils.extravars import dump_yaml, mark_unsafe
 from tests.integration.conftest import BAD_REGISTRY, Cluster
 from tests.integration.flow import (
     BIN,
