@@ -125,6 +125,7 @@ def test_a_template_in_a_tenant_string_is_not_run(sim_cluster, data_dir, tmp_pat
     assert not any(marker.exists() for marker in markers), "a tenant string was templated"
     assert proc.returncode != 0
     failed = reports(data_dir)[-1][1]
-    assert failed["user"] == hostile[0]  # refused as given, never rendered
+    # refused under the fixed identity, the raw value kept as given, never rendered
+    assert failed["user"] == "_refused" and failed["details"]["refused"]["user"] == hostile[0]
     assert "stage metadata: user:" in failed["message"]
     assert cluster.write_requests() == []
