@@ -139,6 +139,36 @@ class RunResult:
         return dataclasses.asdict(self)
 
 
+class _Written:
+    """The reports of one pair written since it was made: a job event carries a report as the callback
+    writes it, so ``on_report`` waits (at most ``WRITE_WAIT`` seconds) until the pair's index lists it."""
+
+    WRITE_WAIT = 5.0
+
+    def __init__(self, user, service_name, data_dir):
+        self.pair, self.data_dir, self.bodies = (user, service_name), data_dir, []
+        self.seen = new_reports(user, service_name, data_dir)[1] if _valid_pair(user, service_name) else 0
+
+    def wait_for(self, report):
+        """True once ``report`` is written; False when it is another pair's or not written in time."""
+        if (report.get("user"), report.get("service_name")) != self.pair:
+            return False
+        deadline = time.monotonic() + self.WRITE_WAIT
+        while report not in self.bodies:
+            found, self.seen = new_reports(self.pair[0], self.pair[1], self.data_dir, self.seen)
+            self.bodies.extend(item["report"] for item in found)
+            if report in self.bodies:
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+def _valid_pair(user, service_name):
+    return request_rules.is_valid_name(user) and request_rules.is_valid_name(service_name)
+
+
 def _job_report(event):
     """The report a job event carries (an ``es_report`` task's result, as the callback writes it), or None."""
     if event.get("event") not in ("runner_on_ok", "runner_item_on_ok"):
@@ -194,10 +224,12 @@ def run_playbook(operation, variables, data_dir, *, on_report=None, kubeconfig=N
     env.update(envvars or {})
     result = RunResult(operation, str(variables.get("es_user")), str(variables.get("es_service_name")))
     failures = []
+    written = _Written(result.user, result.service_name, variables["es_data_dir"])
 
     def handle(event):
         report = _job_report(event)
         if report is not None:
+            written.wait_for(report)
             result.reports.append(report)
             result.deployment_id = result.deployment_id or report.get("deployment_id")
             if on_report is not None:
