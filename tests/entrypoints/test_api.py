@@ -2,6 +2,8 @@
 live and in order, the original manager's body, refusals with the playbook's own message, update, delete."""
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -9,12 +11,14 @@ import pytest
 
 import es_serverless as es
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.request import RequestError, validate
-from tests.entrypoints.conftest import request_body
+from tests.entrypoints.conftest import ROOT, request_body
 from tests.integration.flow import reports as report_files
-from tests.integration.flow import run_playbook, tenant_vars
+from tests.integration.flow import MESSAGES, SKIPPED_GITLAB, run_playbook, tenant_vars
 
 CREATE = ["starting", "namespace_created", "gitlab_pulled", "k8s_applied", "resources_configured",
           "disk_configured", "rollout_completed", "tenant_synced", "completed"]
+MESSAGES = dict(MESSAGES, disk_configured="Disk size configured to 10Gi",
+                gitlab_pulled=SKIPPED_GITLAB)
 
 
 def test_create_delivers_each_report_live_and_in_order(sandbox, data_dir):
@@ -143,3 +147,26 @@ def test_follow_yields_the_reports_of_a_run_as_they_are_written(sandbox, data_di
     again = [item["report"]["status"] for item in es.follow("alice", "search", data_dir,
                                                             deployment_id=runs[0].deployment_id, timeout=5)]
     assert again == CREATE
+
+
+def readme_recipe(name):
+    """The code block of README.md that follows the line ``<!-- recipe: NAME -->``."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    after = text.split("<!-- recipe: %s -->\n" % name, 1)[1]
+    return after.split("```", 2)[1].split("\n", 1)[1]
+
+
+def test_the_readme_python_api_example_runs_as_written(sandbox, tmp_path):
+    code = readme_recipe("python-api")
+    env = dict(os.environ, KUBECONFIG=sandbox.kubeconfig, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:len(CREATE)] == ["%s - %s" % (status, MESSAGES[status]) for status in CREATE]
+    assert lines[len(CREATE)].startswith("completed ") and lines[len(CREATE) + 1] == "created"
+    assert [line.split(" ")[1] for line in lines[len(CREATE) + 2:2 * len(CREATE) + 2]] == CREATE
+    assert lines[2 * len(CREATE) + 2:] == ["deleting - Deleting cluster", "resources_deleted - Kubernetes resources"
+                                           " deleted", "deleted - Cluster deleted successfully"]
+    assert os.path.isdir(tmp_path / "es-data" / "deployment_reports")
