@@ -331,9 +331,14 @@ def query(data_dir, user=None, service_name=None, deployment_id=None, log_lines=
 
 
 def new_reports(user, service_name, data_dir, seen=0):
-    """The pair's reports written after the first ``seen`` names of its index, and the new ``seen``."""
-    found = store.MetadataStore(data_dir).list_reports(user, service_name, skip=seen)
-    return found, (found[-1]["index"] + 1 if found else seen)
+    """The pair's reports written after the first ``seen`` names of its index (``{"file", "path", "report",
+    "index"}``, ``index`` the name's place in the index), and the new ``seen``."""
+    names = store.MetadataStore(data_dir).report_names(user, service_name)
+    found = reports_module.read(data_dir, names[seen:], user, service_name)
+    place = dict((name, number) for number, name in enumerate(names))
+    for item in found:
+        item["index"] = place[item["file"]]
+    return found, len(names)
 
 
 def follow(user, service_name, data_dir, deployment_id=None, interval=0.2, timeout=None, sleep=time.sleep):

@@ -483,22 +483,19 @@ class MetadataStore:
                 out.append(line)
         return out
 
-    def list_reports(self, user, service_name, deployment_id=None, skip=0):
+    def report_names(self, user, service_name):
+        """The pair's report file names in write order: its index (in a folder not migrated yet, a scan)."""
+        if self._indexed():
+            return self._index_names(user, service_name)
+        return reports.scan(self.data_dir).get(reports.file_prefix(user, service_name), [])
+
+    def list_reports(self, user, service_name, deployment_id=None):
         """Reports of exactly this pair (body's ``user`` and ``service_name``), in write order.
 
-        Names come from the pair's index (in a folder not migrated yet, from a folder scan); files
-        that are missing or unparsable are skipped. ``skip`` leaves out the first names of the index
-        unread (a reader that follows the pair passes how many names it has seen). Returns
-        ``[{"file", "path", "report", "index"}, ...]``, ``index`` the name's place in the index.
+        Names come from ``report_names``; files that are missing or unparsable are skipped.
+        Returns ``[{"file", "path", "report"}, ...]``.
         """
-        if self._indexed():
-            names = self._index_names(user, service_name)
-        else:
-            names = reports.scan(self.data_dir).get(reports.file_prefix(user, service_name), [])
-        place = dict((name, number) for number, name in enumerate(names))
-        found = reports.read(self.data_dir, names[skip:], user, service_name)
-        for item in found:
-            item["index"] = place[item["file"]]
+        found = reports.read(self.data_dir, self.report_names(user, service_name), user, service_name)
         if deployment_id is not None:
             found = [item for item in found if item["report"].get("deployment_id") == deployment_id]
         return found
