@@ -75,7 +75,8 @@ def to_request(body):
     """
     if not isinstance(body, dict):
         _refuse("request", "must be a mapping of request fields (got %s)" % request_rules.echo(body))
-    fields = {}
+    # A field left out is empty, as the playbook's defaults make it, so the message is the playbook's.
+    fields = {"user": "", "service_name": ""}
     for key, value in body.items():
         if key not in MANAGER_FIELDS:
             fields[key] = value
