@@ -295,14 +295,23 @@ class Runs:
 # ----------------------------------------------------------------- the application
 
 
+def _check_token(token, name):
+    """Refuse a token no client could send in ``Authorization: Bearer <token>`` (it is never echoed)."""
+    if token is None or token == "":
+        raise api.ApiError("%s: is %s; set it to the bearer token the clients will send"
+                           % (name, "empty" if token == "" else "not set"), field=name)
+    if not (isinstance(token, str) and token.isascii() and token.isprintable() and " " not in token):
+        raise api.ApiError("%s: must be printable ASCII characters without spaces (the bearer token the clients"
+                           " send)" % name, field=name)
+
+
 def create_app(data_dir, token, kubeconfig=None, context=None, extra_vars=None, max_runs=8):
     """The FastAPI application of the data folder ``data_dir``; clients send ``Authorization: Bearer <token>``.
 
     ``kubeconfig``, ``context``, ``extra_vars``: passed to every run (``api.run_playbook``). ``max_runs``: how
     many runs may go at once (more are answered 503).
     """
-    if not isinstance(token, str) or not token:
-        raise api.ApiError("token: must be a non-empty string (the bearer token clients send)", field="token")
+    _check_token(token, "token")
     if not data_dir:
         raise api.ApiError("data_dir: is required (the data folder of the reports and the store)", field="data_dir")
     data_dir = os.path.abspath(data_dir)
@@ -544,8 +553,6 @@ def serve(port, data_dir, host="127.0.0.1", kubeconfig=None, context=None):
     """Serve the HTTP API of ``data_dir`` on ``host:port`` until interrupted; the token is the environment
     variable ``ES_SERVERLESS_API_TOKEN`` (``api.ApiError`` when it is unset or empty)."""
     token = os.environ.get(TOKEN_ENV)
-    if not token:
-        raise api.ApiError("%s: is %s; set it to the bearer token the clients will send"
-                           % (TOKEN_ENV, "empty" if token == "" else "not set"), field=TOKEN_ENV)
+    _check_token(token, TOKEN_ENV)
     app = create_app(data_dir, token, kubeconfig=kubeconfig, context=context)
     ApiServer(app, host=host, port=port).run()

@@ -265,6 +265,11 @@ def test_one_run_per_tenant_at_once_other_tenants_go_alongside_then_delete(start
     events = read_events(client, deleting["links"]["events"], time.monotonic() + 30)
     assert [event["data"]["status"] for event in events] == ["deleting", "resources_deleted", "deleted"]
     assert client.delete("/clusters/nobody/here", headers=AUTH).status_code == 404
+    # a delete of a deleted cluster: refused by the playbook at stage 0, the status stays
+    again = client.delete("/clusters/alice/search", headers=AUTH)
+    assert again.status_code == 409, again.text
+    assert again.json()["refused"] is True and "already deleted" in again.json()["detail"]
+    assert status_of(data_dir, "alice", "search") == "deleted"
     assert status_of(data_dir, "carol", "logs") == "created"
 
 
@@ -296,3 +301,17 @@ def test_a_run_the_playbook_refuses_at_stage_0_is_409_with_its_failed_report(sta
     assert "already being created by deployment %s" % result.deployment_id in refused["detail"]
     entry = client.get("/deployments/bob/logs", headers=AUTH).json()
     assert (entry["status"], entry["deployment_id"]) == ("created", result.deployment_id)
+
+
+def test_serve_needs_the_token_in_the_environment(monkeypatch, data_dir):
+    for value in (None, "", "two words"):
+        if value is None:
+            monkeypatch.delenv(server.TOKEN_ENV, raising=False)
+        else:
+            monkeypatch.setenv(server.TOKEN_ENV, value)
+        with pytest.raises(api.ApiError) as refused:
+            server.serve(0, data_dir)
+        assert str(refused.value).startswith("ES_SERVERLESS_API_TOKEN: ")
+        assert refused.value.field == server.TOKEN_ENV
+    with pytest.raises(api.ApiError, match="^token: is empty"):
+        server.create_app(data_dir, "")
