@@ -134,10 +134,10 @@ def _links(user, service_name, deployment_id):
 # ----------------------------------------------------------------- refusals of input
 
 
-def _invalid(location, field, message, value, kind="request_rule"):
+def _invalid(location, field, message, value):
     """A 422 answer in FastAPI's own shape: ``detail`` is a list of ``{type, loc, msg, input}``."""
     return JSONResponse(status_code=422, content={"detail": [
-        {"type": kind, "loc": [location, field], "msg": message, "input": jsonable_encoder(value)}]})
+        {"type": "request_rule", "loc": [location, field], "msg": message, "input": jsonable_encoder(value)}]})
 
 
 def _body_field(body, field):
@@ -182,7 +182,7 @@ def _check_deployment_id(value):
 
 UserPath = Annotated[str, Path(description="Tenant user id (the collection's name rule)")]
 ServicePath = Annotated[str, Path(description="The tenant's service (the collection's name rule)")]
-DeploymentQuery = Annotated[Optional[str], Query(description="One deployment's id (default: every deployment)")]
+DeploymentQuery = Annotated[Optional[str], Query(description="One deployment's id")]
 
 
 def pair(user: UserPath, service_name: ServicePath):
