@@ -78,7 +78,7 @@ def to_request(body):
     # A field left out is empty, as the playbook's defaults make it, so the message is the playbook's.
     fields = {"user": "", "service_name": ""}
     for key, value in body.items():
-        if key not in MANAGER_FIELDS:
+        if key not in MANAGER_FIELDS and value is not None:
             fields[key] = value
     for key, targets in MANAGER_FIELDS.items():
         if body.get(key) is None:
