@@ -52,8 +52,7 @@ DATA_DIR_ENV = "ES_SERVERLESS_DATA_DIR"
 DEFAULT_DATA_DIR = "~/es_serverless"  # es_data_dir in roles/common/defaults/main.yml
 SPEC_PATH = ("roles", "common", "meta", "argument_specs.yml")  # the flow's variables and their types
 # Flow variables that have an option of their own.
-OPTION_VARIABLES = {"es_data_dir": "--data-dir", "es_log_file": None, "es_kubeconfig": "--kubeconfig",
-                    "es_kube_context": "--context"}
+OPTION_VARIABLES = {"es_data_dir": "--data-dir", "es_kubeconfig": "--kubeconfig", "es_kube_context": "--context"}
 FIELD_METAVARS = {"user": "NAME", "service_name": "NAME", "namespace": "NAMESPACE", "tenant_org_id": "ORG",
                   "cpu": "REQ[/LIM]", "memory": "REQ[/LIM]", "storage": "QUANTITY"}
 STATUS_STYLES = {"failed": "bold red", "completed": "bold green", "deleted": "bold green"}
@@ -184,6 +183,13 @@ def request_options(func):
     return func
 
 
+def run_options_of_request(func):
+    """The options of create and update: the request's, the cluster's, the data folder, the output."""
+    for option in (click.pass_context, output_options, data_dir_option, cluster_options, request_options):
+        func = option(func)
+    return func
+
+
 def given_fields(params):
     """The request fields (and the manager's) given as options: the others are not sent."""
     fields = list(request_rules.REQUEST_FIELDS) + list(api.MANAGER_FIELDS)
@@ -231,7 +237,7 @@ def extra_vars(pairs):
         field = name[len("es_"):]
         if field in request_rules.REQUEST_FIELDS or field in api.MANAGER_FIELDS:
             _refuse(name, "is a request field: give it as --%s" % field.replace("_", "-"))
-        if OPTION_VARIABLES.get(name):
+        if name in OPTION_VARIABLES:
             _refuse(name, "give it as %s" % OPTION_VARIABLES[name])
         spec = variable_specs().get(name)
         # unknown es_* names go to the playbook, which refuses them naming the closest known one
@@ -448,11 +454,7 @@ Progress goes to stderr; with --json or --query stdout holds the run's result
 (operation, user, service_name, deployment_id, status, ok, refused, stage, error, reports, rc).
 
 """ + EXTRA_VARS_HELP)
-@request_options
-@cluster_options
-@data_dir_option
-@output_options
-@click.pass_context
+@run_options_of_request
 def create(ctx, **params):
     """Create a tenant cluster (an update of a created one)."""
     body = given_fields(params)
@@ -460,8 +462,7 @@ def create(ctx, **params):
     api.to_request(body)  # bad input is refused before the progress starts
     title = "create %s/%s in %s" % (printable(body.get("user")), printable(body.get("service_name")),
                                     params["data_dir"])
-    run(ctx, title, lambda on_report: api.create_cluster(body, params["data_dir"], on_report=on_report,
-                                                                   **options))
+    run(ctx, title, lambda on_report: api.create_cluster(body, params["data_dir"], on_report=on_report, **options))
 
 
 @cli.command(short_help="Update a created cluster: only the fields given change.", epilog="""\b
@@ -474,11 +475,7 @@ status's 'request'), so 'update --replicas 3' does not put the cpu, memory or di
 defaults. Refused (exit 2) unless the pair's cluster is created; exit 3 when it has no deployment.
 
 """ + EXTRA_VARS_HELP)
-@request_options
-@cluster_options
-@data_dir_option
-@output_options
-@click.pass_context
+@run_options_of_request
 def update(ctx, **params):
     """Update a created cluster: the fields given change, the rest stay as they are (README: Update)."""
     given = given_fields(params)
@@ -497,8 +494,7 @@ def update(ctx, **params):
     body.update(given)
     api.to_request(body)
     title = "update %s/%s in %s" % (printable(user), printable(service_name), params["data_dir"])
-    run(ctx, title, lambda on_report: api.update_cluster(body, params["data_dir"], on_report=on_report,
-                                                                   **options))
+    run(ctx, title, lambda on_report: api.update_cluster(body, params["data_dir"], on_report=on_report, **options))
 
 
 @cli.command(epilog="""\b
@@ -661,7 +657,7 @@ def _report_time(item):
 
 def _operation(bodies):
     first = bodies[0] if bodies else {}
-    if first.get("status") in ("deleting",) or (bodies and bodies[-1].get("status") == "deleted"):
+    if first.get("status") == "deleting" or (bodies and bodies[-1].get("status") == "deleted"):
         return "delete"
     return "update" if (first.get("details") or {}).get("operation") == "update" else "create"
 

@@ -144,6 +144,14 @@ def test_refused_before_anything_runs(es, data_dir):
         assert re.match(r"^Error: no [a-z ]+ of user 'alice'", proc.stderr), (args, proc.stderr)
     assert answer(es("list", "--data-dir", data_dir, "--json")) == []
     assert not os.path.exists(data_dir)
+    broken = os.path.join(os.path.dirname(data_dir), "broken")
+    os.makedirs(broken)
+    with open(os.path.join(broken, "deployments.json"), "w") as handle:
+        handle.write("{not json")
+    proc = es("list", "--data-dir", broken, "--json")
+    assert (proc.returncode, proc.stdout) == (4, "")
+    assert proc.stderr.startswith("Error: cannot read the data folder %s: " % broken)
+    assert "not valid JSON" in proc.stderr
 
 
 def test_create_query_update_delete(es, sandbox, data_dir):
