@@ -340,16 +340,17 @@ class Progress:
             took = time.monotonic() - self.start
         reason = printable(failure_reason(result))
         if result.ok:
-            line = Text("%s: %s in %.1fs (deployment %s)" % (what, result.status, took,
-                                                               printable(result.deployment_id)), style="bold green")
+            done = "%s: %s in %.1fs (deployment %s)" % (what, result.status, took, printable(result.deployment_id))
+            line = Text(done, style="bold green")
         elif result.status == "failed" and result.refused:
             line = Text("%s refused at stage %s, nothing changed: %s" % (what, printable(result.stage), reason),
                         style="bold red")
         elif result.status == "failed":
             after = ("run the delete again to finish it" if result.operation == "delete"
                      else "what it did was rolled back")
-            line = Text("%s failed at stage %s after %.1fs (%s): %s" % (what, printable(result.stage), took, after,
-                                                                       reason), style="bold red")
+            stage = printable(result.stage)
+            failed = "%s failed at stage %s after %.1fs (%s): %s" % (what, stage, took, after, reason)
+            line = Text(failed, style="bold red")
         else:
             line = Text("%s: %s" % (what, reason), style="bold red")
         self.console.print(line, soft_wrap=True)
@@ -426,8 +427,8 @@ Extra variables (-e NAME=VALUE):
 """
 
 
-@click.group(cls=Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
-                                                          "max_content_width": 110})
+@click.group(cls=Group, epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def cli():
     """Create, update, delete and query the tenant Elasticsearch clusters of the yunpeng.es_serverless
     collection.
@@ -521,7 +522,7 @@ def delete(ctx, user, service_name, **params):
     options = run_options(params)
     title = "delete %s/%s in %s" % (printable(user), printable(service_name), params["data_dir"])
     run(ctx, title, lambda on_report: api.delete_cluster(user, service_name, params["data_dir"],
-                                                                   on_report=on_report, **options))
+                                                         on_report=on_report, **options))
 
 
 @cli.command(short_help="The deployment status of a pair, with its latest report.", epilog="""\b

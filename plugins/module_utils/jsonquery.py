@@ -29,7 +29,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 
 def _reason(exc):
     """jmespath's reason on one line: its messages go on to repeat the expression under a caret."""
-    text = str(exc).split("\n")[0].strip()
+    text = str(exc).split("\n", 1)[0].strip()
     for tail in (", for expression:", ":"):
         if text.endswith(tail):
             text = text[:-len(tail)]
