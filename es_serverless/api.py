@@ -120,7 +120,8 @@ class RunResult:
     ``status`` is the run's last report (``completed``, ``deleted`` or ``failed``), or ``error`` when the run
     wrote no final report (the playbook stopped before its first report: an unknown tenant to delete, the
     callback not found, an unknown variable); ``ok`` is true for ``completed``/``deleted``; ``refused`` is
-    true when it failed at stage 0, before it changed anything (bad input, quota, a run in progress);
+    true when it failed at stage 0, before it changed anything (quota, a run in progress), or ended before
+    its first report;
     ``error`` is the failed report's message or the playbook's own failure message.
     """
 
@@ -258,7 +259,8 @@ def run_playbook(operation, variables, data_dir, *, on_report=None, kubeconfig=N
     else:
         result.error = failures[-1] if failures else "the playbook ended (%s, rc %s) without a final report: %s" % (
             runner.status, runner.rc, " / ".join(output.strip().splitlines()[-3:]) or "no output")
-    result.refused = result.status == "error" or (result.status == "failed" and result.stage in REFUSAL_STAGES)
+    result.refused = (result.status == "error" and not result.reports) or (
+        result.status == "failed" and result.stage in REFUSAL_STAGES)
     return result
 
 

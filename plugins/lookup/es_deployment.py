@@ -28,6 +28,17 @@ options:
     description: Data folder holding C(deployments/) and C(deployment_reports/).
     type: path
     required: true
+  query:
+    description:
+      - A JMESPath expression applied to the answer (the deployment entry with C(latest_report), or C(None)),
+        as the C(query) option of the C(es_deployment_info) module and C(--query) of the C(es-serverless)
+        command; the lookup then returns the expression's result instead of the answer.
+      - An invalid expression, or one that cannot apply to the answer, is an error starting C(query:) that
+        names the expression and the reason.
+      - Needs the Python library C(jmespath).
+    type: str
+requirements:
+  - jmespath (only for O(query))
 """
 
 EXAMPLES = r"""
@@ -42,6 +53,11 @@ EXAMPLES = r"""
       - dep.status == 'created'
   vars:
     dep: "{{ lookup('yunpeng.es_serverless.es_deployment', es_user, es_service_name, data_dir=es_data_dir) }}"
+
+- name: Only the latest report's message
+  ansible.builtin.debug:
+    msg: "{{ lookup('yunpeng.es_serverless.es_deployment', 'test_user', 'test_service', data_dir=es_data_dir,
+                    query='latest_report.report.message') }}"
 """
 
 RETURN = r"""
@@ -50,6 +66,7 @@ _raw:
     - The deployment entry (user, service_name, namespace, deployment_id, status, stage, error,
       created_at, updated_at, reports_dir) plus C(latest_report) (C(file), C(path), C(report)) or C(None);
       C(None) when the pair has no deployment.
+    - With O(query), the result of the expression over that answer instead.
   type: list
   elements: dict
 """
@@ -57,6 +74,7 @@ _raw:
 from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
 
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import jsonquery
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import StoreError, query
 
 
@@ -65,15 +83,21 @@ class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         self.set_options(var_options=variables, direct=kwargs)
         data_dir = self.get_option("data_dir")
+        expression = self.get_option("query")
         if len(terms) != 2:
             raise AnsibleError("es_deployment takes two terms, the user and the service name (got %d)" % len(terms))
         user, service_name = (str(term) for term in terms)
+        entry = None
         try:
             answer = query(data_dir, user, service_name, log_lines=0)
-            if not answer["deployments"]:
-                return [None]
-            entry = dict(answer["deployments"][0])
-            entry["latest_report"] = answer["latest_report"]
+            if answer["deployments"]:
+                entry = dict(answer["deployments"][0])
+                entry["latest_report"] = answer["latest_report"]
         except (StoreError, OSError, ValueError) as exc:
             raise AnsibleError("cannot read the deployment of %s/%s in %s: %s" % (user, service_name, data_dir, exc))
-        return [entry]
+        if expression is None:
+            return [entry]
+        try:
+            return [jsonquery.search(expression, entry)]
+        except ValueError as exc:
+            raise AnsibleError(str(exc))

@@ -45,6 +45,17 @@ options:
     description: How many of the last log lines (of the pair, when given) to return.
     type: int
     default: 20
+  query:
+    description:
+      - A JMESPath expression applied to the answer (C(deployments), C(tenant), C(reports), C(latest_report),
+        C(log_tail)), as the C(--query) option of the AWS and Azure CLIs and of the C(es-serverless) command;
+        its result is returned as RV(query_result), next to the whole answer.
+      - An invalid expression, or one that cannot apply to the answer, fails the task with a message starting
+        C(query:) that names the expression and the reason.
+      - Needs the Python library C(jmespath) on the controller.
+    type: str
+requirements:
+  - jmespath (only for O(query))
 """
 
 EXAMPLES = r"""
@@ -63,6 +74,17 @@ EXAMPLES = r"""
   yunpeng.es_serverless.es_deployment_info:
     data_dir: /var/lib/es_serverless
     user: test_user
+
+- name: The services of a user whose cluster failed, with the stage it failed at
+  yunpeng.es_serverless.es_deployment_info:
+    data_dir: /var/lib/es_serverless
+    user: test_user
+    query: "deployments[?status=='failed'].{service: service_name, stage: stage}"
+  register: failed
+
+- name: Show them
+  ansible.builtin.debug:
+    var: failed.query_result
 """
 
 RETURN = r"""
@@ -107,9 +129,17 @@ log_tail:
   returned: always
   type: list
   elements: str
+query_result:
+  description: The result of the JMESPath expression O(query) over the answer (any JSON type, C(None) when nothing
+    matches).
+  returned: when O(query) is given
+  type: raw
+  sample:
+    - service: test_service
+      stage: rollout
 """
 
-from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry
+from ansible_collections.yunpeng.es_serverless.plugins.module_utils import entry, jsonquery
 from ansible_collections.yunpeng.es_serverless.plugins.module_utils.store import StoreError, query
 
 ARGUMENT_SPEC = dict(
@@ -120,6 +150,7 @@ ARGUMENT_SPEC = dict(
         deployment_id=dict(type="str"),
         log_file=dict(type="path"),
         log_lines=dict(type="int", default=20),
+        query=dict(type="str"),
     ),
     supports_check_mode=True,
 )
@@ -131,7 +162,13 @@ def run(params, check_mode, warn):
                        params["log_file"], params["log_lines"])
     except (StoreError, OSError, ValueError) as exc:
         raise entry.ModuleFailed("cannot read %s: %s" % (params["data_dir"], exc), changed=False)
-    return dict(answer, changed=False)
+    result = dict(answer, changed=False)
+    if params.get("query") is not None:
+        try:
+            result["query_result"] = jsonquery.search(params["query"], answer)
+        except ValueError as exc:
+            raise entry.ModuleFailed(str(exc), changed=False)
+    return result
 
 
 def main():

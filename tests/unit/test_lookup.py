@@ -84,6 +84,25 @@ def test_lookup_broken_store_is_an_error(tmp_path):
         LookupModule().run(["a", "b"], variables={}, data_dir=str(tmp_path))
 
 
+def test_lookup_query_returns_the_result_over_its_answer(tmp_path):
+    seed(str(tmp_path))
+    lookup = LookupModule()
+    assert lookup.run(["test_user", "test_service"], variables={}, data_dir=str(tmp_path),
+                      query="[status, latest_report.report.status]") == [["creating", "namespace_created"]]
+    assert lookup.run(["nobody", "nothing"], variables={}, data_dir=str(tmp_path), query="status") == [None]
+    assert lookup.run(["nobody", "nothing"], variables={}, data_dir=str(tmp_path), query="@ == null") == [True]
+
+
+def test_lookup_bad_query_is_an_error_naming_it(tmp_path):
+    seed(str(tmp_path))
+    with pytest.raises(AnsibleError) as info:
+        LookupModule().run(["test_user", "test_service"], variables={}, data_dir=str(tmp_path), query="status[")
+    assert info.value.message == ("query: invalid JMESPath expression 'status[': "
+                                  "Invalid jmespath expression: Incomplete expression")
+    with pytest.raises(AnsibleError, match=r"^query: cannot apply JMESPath expression 'length\(deployment_id\)'"):
+        LookupModule().run(["nobody", "x"], variables={}, data_dir=str(tmp_path), query="length(deployment_id)")
+
+
 def test_lookup_in_playbook(tmp_path):
     data_dir = str(tmp_path / "data")
     seed(data_dir)
@@ -95,12 +114,14 @@ def test_lookup_in_playbook(tmp_path):
             - name: Look it up
               ansible.builtin.copy:
                 dest: "%s"
-                content: "{{ {'found': found, 'missing': missing} | to_json }}"
+                content: "{{ {'found': found, 'missing': missing, 'status': status} | to_json }}"
               vars:
                 found: "{{ lookup('yunpeng.es_serverless.es_deployment', 'test_user', 'test_service',
                            data_dir='%s') }}"
                 missing: "{{ lookup('yunpeng.es_serverless.es_deployment', 'x', 'y', data_dir='%s') }}"
-    """) % (out, data_dir, data_dir))
+                status: "{{ lookup('yunpeng.es_serverless.es_deployment', 'test_user', 'test_service',
+                            data_dir='%s', query='latest_report.report.status') }}"
+    """) % (out, data_dir, data_dir, data_dir))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update({"ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, "collections"),
                 "ANSIBLE_HOME": str(tmp_path / ".ansible-home"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / ".tmp"),
@@ -115,3 +136,4 @@ def test_lookup_in_playbook(tmp_path):
     assert result["found"]["namespace"] == "es-test"
     assert result["found"]["latest_report"]["report"]["message"] == "Namespace created successfully"
     assert result["missing"] is None
+    assert result["status"] == "namespace_created"
