@@ -754,10 +754,8 @@ exit 2).
 @data_dir_option
 def serve(port, host, kubeconfig, context, data_dir):
     """Serve the HTTP API (es_serverless.server) until interrupted."""
-    try:
-        from es_serverless import server
-    except ImportError as exc:
-        raise Failure("the HTTP API is not available: %s" % exc, EXIT_ERROR)
+    from es_serverless import server  # FastAPI and uvicorn load only for this command
+
     server.serve(port=port, data_dir=data_dir, host=host, kubeconfig=kubeconfig, context=context)
 
 

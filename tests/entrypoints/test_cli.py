@@ -5,15 +5,18 @@ an empty folder with only the worktree on PYTHONPATH, as an installed command wo
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
 
+import httpx
 import pytest
 
 from es_serverless import api
 from tests.entrypoints.conftest import ROOT
+from tests.waiting import wait_for
 
 CREATE_STATUSES = ["starting", "namespace_created", "gitlab_pulled", "k8s_applied", "resources_configured",
                    "disk_configured", "rollout_completed", "tenant_synced", "completed"]
@@ -286,3 +289,31 @@ def test_watch_follows_a_run_as_it_goes(cwd, sandbox, data_dir):
     assert (watched["deployment_id"], watched["status"], watched["ok"], watched["operation"]) == (
         created["deployment_id"], "completed", True, "create")
     assert watched["reports"] == created["reports"]
+
+
+def test_serve_starts_the_http_api_and_needs_its_token(cwd, es, sandbox, data_dir):
+    refused = es("serve", "--port", "8080", "--data-dir", data_dir)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "ES_SERVERLESS_API_TOKEN: " in refused.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = "cli-serve-token"
+    proc = start(cwd, "serve", "--port", port, "--data-dir", data_dir, "--kubeconfig", sandbox.kubeconfig,
+                 env={"ES_SERVERLESS_API_TOKEN": token})
+    try:
+        url = "http://127.0.0.1:%d" % port
+
+        def health():
+            try:
+                return httpx.get(url + "/health", timeout=2).text == "ok"
+            except httpx.TransportError:
+                return proc.poll() is not None
+        wait_for(health, timeout=60, what="GET /health answered ok")
+        assert proc.poll() is None, proc.stderr.read()
+        assert httpx.get(url + "/deployments", timeout=10).status_code == 401
+        listed = httpx.get(url + "/deployments", headers={"Authorization": "Bearer " + token}, timeout=10)
+        assert (listed.status_code, listed.json()) == (200, [])
+    finally:
+        proc.terminate()
+        proc.wait(60)
