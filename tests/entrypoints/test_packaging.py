@@ -181,13 +181,14 @@ def test_ee_galaxy_step_and_introspection_run_on_the_context(ee_context, work):
     assert (installed / "plugins" / "callback" / "reports.py").is_file()
     assert (installed / "playbooks" / "create_cluster.yml").is_file()
     # ansible-builder reads an installed collection's meta/execution-environment.yml as its dependency
-    # list, relative to the collection root: this repository's file (../requirements.txt) stays out
-    assert not (installed / "meta" / "execution-environment.yml").exists()
+    # list, relative to the collection root (this repository's file, with ../requirements.txt, would
+    # stop it); without that file, the collection's requirements.txt
     done = run([sys.executable, str(build / "scripts" / "introspect.py"), "introspect",
                 "--user-pip=requirements.txt", str(share)], cwd=build, env=clean_env(work / "home"))
     found = yaml.safe_load(done.stdout)["python"]
     for name in ("kubernetes", "python-gitlab"):
         assert "%s  # from collection yunpeng.es_serverless" % name in found, done.stdout
+    assert not (installed / "meta" / "execution-environment.yml").exists()
 
 
 # -- ansible-galaxy: build and install ------------------------------------------------------------------
