@@ -117,8 +117,8 @@ def test_runner_recipe_runs_as_written(collections, sandbox, gitlab_server, tmp_
     with open(extravars, encoding="utf-8") as handle:
         assert "es_user: !unsafe 'alice'" in handle.read()
     runner_text = _text_under(private)
-    assert "task path:" in runner_text and str(token_file) in runner_text   # -vvv, and the path given
     _assert_token_nowhere(gitlab_server, data_dir, runner_text + done.stdout + done.stderr)
+    assert "task path:" in runner_text and str(token_file) in runner_text   # -vvv, and the path given
 
 
 class TowerNamespace:
