@@ -110,8 +110,8 @@ def test_backticked_repository_paths_exist(doc):
             if not (_exists(word) or os.path.exists(os.path.join(ROOT, os.path.dirname(doc), word))):
                 missing.append(word)
         name = word.split("::")[0].split("/")[-1]
-        if fnmatch.fnmatch(name, "test_*.py") and not glob.glob(os.path.join(ROOT, "tests", "**", name),
-                                                                   recursive=True):
+        tests = glob.glob(os.path.join(ROOT, "tests", "**", name), recursive=True)
+        if fnmatch.fnmatch(name, "test_*.py") and not tests:
             missing.append(word)
     assert missing == []
 

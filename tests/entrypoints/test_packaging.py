@@ -220,7 +220,7 @@ def test_galaxy_install_from_an_empty_folder_gives_playbook_module_and_lookup(in
     empty.mkdir()
     data_dir = str(tmp_path / "es_data")
     write_extra_vars(str(empty / "vars.yml"), {"es_user": "galaxy_user", "es_service_name": "svc",
-                                                "es_namespace": "es-galaxy", "es_data_dir": data_dir})
+                                               "es_namespace": "es-galaxy", "es_data_dir": data_dir})
     env = clean_env(tmp_path / "home", ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_CALLBACKS_ENABLED=CALLBACK,
                     KUBECONFIG=sandbox.kubeconfig)
     assert os.listdir(str(empty)) == ["vars.yml"]
@@ -319,7 +319,7 @@ def test_pip_installed_api_and_playbook_find_the_collection(venvs, source, sandb
                  cwd=empty, env=env)
     assert os.path.join(site, "ansible_collections") in listed.stdout, listed.stdout
     write_extra_vars(str(empty / "vars.yml"), {"es_user": "pip_user2", "es_service_name": "svc",
-                                                "es_namespace": "es-pip2", "es_data_dir": data_dir})
+                                               "es_namespace": "es-pip2", "es_data_dir": data_dir})
     env["ANSIBLE_CALLBACKS_ENABLED"] = CALLBACK
     run([os.path.join(venv_bin, "ansible-playbook"), "yunpeng.es_serverless.create_cluster", "-e", "@vars.yml"],
         cwd=empty, env=env)
