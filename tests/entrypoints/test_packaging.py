@@ -19,9 +19,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from importlib import metadata
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from ansible_collections.yunpeng.es_serverless.plugins.plugin_utils.extravars import write_extra_vars
 from tests.entrypoints.packaging import (
@@ -134,7 +136,11 @@ def test_ee_context_carries_the_collection_its_requirements_and_the_callback(ee_
         definition = yaml.safe_load(handle)
     assert args["EE_BASE_IMAGE"] == '"%s"' % definition["images"]["base_image"]["name"]
     assert "ansible-runner:latest" not in args["EE_BASE_IMAGE"]
-    assert "ansible-core>=2.19" in args["ANSIBLE_INSTALL_REFS"] and "ansible-runner" in args["ANSIBLE_INSTALL_REFS"]
+    core = definition["dependencies"]["ansible_core"]["package_pip"]
+    runner = definition["dependencies"]["ansible_runner"]["package_pip"]
+    assert args["ANSIBLE_INSTALL_REFS"] == '"%s %s"' % (core, runner)
+    # the image's ansible-core is the series the tests run with
+    assert Requirement(core).name == "ansible-core" and metadata.version("ansible-core") in Requirement(core).specifier
 
     # the callback is enabled in the final image
     assert "ENV ANSIBLE_CALLBACKS_ENABLED=%s" % CALLBACK in stages["final"], stages["final"]
