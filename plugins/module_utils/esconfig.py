@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Merge a tenant's ``elasticsearch.yml`` and ``jvm.options`` with ours.
 
 ``elasticsearch.yml`` may be nested YAML or flat dotted keys (Elasticsearch

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2024, ES Serverless platform team
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Crash-safe file primitives shared by the metadata store and the reports.
 
 * ``atomic_write``: temp file in the same directory, fsync, rename, directory fsync.

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Load a tenant's Kubernetes manifests for the tenant namespace, and only it.
 
 ``load(paths, namespace)`` reads ``.yml``/``.yaml`` (multi-document) and

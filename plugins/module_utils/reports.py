@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2024, ES Serverless platform team
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Stage reports: statuses and messages, body, file name, log line, reading bodies and the log.
 
 The single home of the report contract (see docs of the spec "The ten reports"):

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2024, yunpeng.es_serverless contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Hand tenant strings to ``ansible-playbook`` as data, never as templates.
 
 Ansible templates the string values of extra vars and inventory variables when they are used, so

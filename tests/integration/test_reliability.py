@@ -2,7 +2,7 @@
 stage (one table), many tenants at once, hostile input in one run, and the generated password kept
 out of every output. The README's "Reliability" section is the table of what this and the other
 suites (test_api_faults.py, test_crash_recovery.py, test_hostile_input.py, test_gitlab_flow.py,
-test_ansible_runner.py) tried and what held."""
+test_readme_recipes.py) tried and what held."""
 
 import base64
 import glob
@@ -370,7 +370,7 @@ def test_hostile_inputs_are_refused_at_stage_zero_in_one_run(sim_cluster, data_d
 # --- 5. secrets --------------------------------------------------------------------------------------------
 
 def test_the_generated_password_is_nowhere_under_runner_with_vvv(sim_cluster, data_dir, tmp_path, monkeypatch):
-    """(The GitLab token: test_gitlab_flow.py and test_ansible_runner.py; the password in a normal run's
+    """(The GitLab token: test_gitlab_flow.py and test_readme_recipes.py; the password in a normal run's
     data folder and output: test_create_flow.py.) Under ansible-runner with -vvv, the password read from
     the cluster's Secret is in no artifact, job event, stdout, report, log line, entry or tenant record."""
     cluster = sim_cluster
