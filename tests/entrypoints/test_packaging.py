@@ -314,11 +314,17 @@ def test_pip_installed_api_and_playbook_find_the_collection(venvs, source, sandb
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["package"].startswith(site + os.sep) and answer["collections"] == site
     # the checkout is nowhere on sys.path: the venv's site-packages is the one place holding the collection
-    assert not [entry for entry in answer["sys_path"] if os.path.realpath(entry or empty).startswith(ROOT + os.sep)]
+    checkout = (os.path.realpath(ROOT), os.path.realpath(os.path.join(ROOT, "collections")))
+    assert not [entry for entry in answer["sys_path"] if os.path.realpath(entry or empty) in checkout]
     assert [entry for entry in answer["sys_path"]
             if os.path.isdir(os.path.join(entry or str(empty), COLLECTION_DIR))] == [site]
     assert answer["result"]["status"] == "completed" and answer["result"]["ok"], answer["result"]
     assert [report["status"] for report in answer["result"]["reports"]] == CPU_STATUSES
+
+    # the es-serverless command pip wrote into the venv's bin, from the empty folder
+    status = run([os.path.join(venv_bin, "es-serverless"), "status", "pip_user", "svc", "--data-dir", data_dir,
+                  "--query", "[status, deployment_id]"], cwd=empty, env=env)
+    assert json.loads(status.stdout) == ["created", answer["result"]["deployment_id"]]
 
     # ansible-playbook of that environment: the collection found on sys.path, only the callback enabled
     listed = run([os.path.join(venv_bin, "ansible-galaxy"), "collection", "list", "yunpeng.es_serverless"],
