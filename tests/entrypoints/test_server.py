@@ -231,7 +231,7 @@ def test_one_run_per_tenant_at_once_other_tenants_go_alongside_then_delete(start
         barrier.wait(timeout=30)
         answers.append(client.post("/clusters", json=request_body(), headers=AUTH))
 
-    threads = [threading.Thread(target=create) for _ in range(2)]
+    threads = [threading.Thread(target=create) for _number in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
