@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2024, yunpeng.es_serverless contributors
-# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """PRIVATE to the collection: a JMESPath expression over JSON data, the one rule of every ``query``.
 
 The ``query`` option of the ``es_deployment_info`` module and of the ``es_deployment`` lookup, and
