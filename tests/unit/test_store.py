@@ -341,6 +341,9 @@ def _begin_worker(data_dir, deployment_id, barrier, queue):
         queue.put((deployment_id, "ok"))
     except StoreError as exc:
         queue.put((deployment_id, str(exc)))
+    # The winner's lease names this process: it must live until every begin is done, or a slow worker
+    # rightly takes over a run whose process died (README: After a crash) and wins too.
+    barrier.wait(60)
 
 
 def test_concurrent_begin_exactly_one_wins(tmp_path):
